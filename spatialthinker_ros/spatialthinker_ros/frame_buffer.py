@@ -1,0 +1,203 @@
+"""Keep the latest camera messages cheaply and choose the frames for a request.
+
+The node subscribes to colour and depth in serialized (raw) form: at 30 Hz a
+640x480 rgb8 + 16UC1 pair is 1.5 MB a frame, and turning each into a Python
+message (let alone a numpy array) costs CPU for frames that are never used.
+Only the header stamp is read from the CDR bytes here; the chosen frame is
+deserialized when a request takes it.
+
+ROS-free: works on bytes and plain stamps, so it is tested without a graph.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+# CDR encapsulation identifiers (first two bytes of a serialized message).
+_CDR_LITTLE_ENDIAN = (b"\x00\x01", b"\x00\x03", b"\x00\x07", b"\x00\x09", b"\x00\x0b")
+_CDR_BIG_ENDIAN = (b"\x00\x00", b"\x00\x02", b"\x00\x06", b"\x00\x08", b"\x00\x0a")
+
+
+def cdr_header_stamp(data: bytes) -> float:
+    """Read ``header.stamp`` of a serialized message whose first field is a Header.
+
+    sensor_msgs/Image and CompressedImage both start with std_msgs/Header,
+    whose first field is builtin_interfaces/Time (int32 sec, uint32 nanosec),
+    right after the 4-byte CDR encapsulation header.
+
+    Args:
+        data: The serialized message.
+
+    Returns:
+        The stamp in seconds.
+
+    Raises:
+        ValueError: When the bytes are too short or not CDR.
+    """
+    if len(data) < 12:
+        raise ValueError(f"serialized message of {len(data)} bytes is too short for a header")
+    kind = bytes(data[:2])
+    if kind in _CDR_LITTLE_ENDIAN:
+        sec, nanosec = struct.unpack_from("<iI", data, 4)
+    elif kind in _CDR_BIG_ENDIAN:
+        sec, nanosec = struct.unpack_from(">iI", data, 4)
+    else:
+        raise ValueError(f"unknown CDR encapsulation {kind.hex()}")
+    return sec + nanosec * 1e-9
+
+
+@dataclass
+class StampedItem:
+    """One buffered message (serialized or not) and its header stamp in seconds."""
+
+    stamp: float
+    message: Any
+    received: float
+
+
+@dataclass
+class TopicStats:
+    """Arrival statistics of one input topic, for diagnostics."""
+
+    count: int = 0
+    last_received: float | None = None
+    arrivals: deque[float] = field(default_factory=lambda: deque(maxlen=64))
+
+    def rate_hz(self, now: float, window: float = 5.0) -> float:
+        """Messages per second over the last ``window`` seconds."""
+        recent = [t for t in self.arrivals if now - t <= window]
+        if len(recent) < 2:
+            return 0.0
+        span = max(recent[-1] - recent[0], 1e-6)
+        return (len(recent) - 1) / span
+
+
+class NoFrameError(Exception):
+    """No colour frame can serve a request; the message says why."""
+
+
+@dataclass(frozen=True)
+class FrameSelection:
+    """The frames chosen for one request.
+
+    Attributes:
+        colour: The colour item (message as buffered).
+        depth: The depth item nearest in stamp, or None.
+        depth_reason: Why there is no depth (empty when there is).
+    """
+
+    colour: StampedItem
+    depth: StampedItem | None
+    depth_reason: str
+
+
+class FrameBuffer:
+    """Thread-safe short history of colour and depth messages.
+
+    Args:
+        colour_history: Colour messages kept.
+        depth_history: Depth messages kept (more, so a nearby stamp is found).
+    """
+
+    def __init__(self, colour_history: int = 4, depth_history: int = 8) -> None:
+        self._lock = threading.Lock()
+        self._colour: deque[StampedItem] = deque(maxlen=max(1, colour_history))
+        self._depth: deque[StampedItem] = deque(maxlen=max(1, depth_history))
+        self.colour_stats = TopicStats()
+        self.depth_stats = TopicStats()
+
+    def add_colour(self, stamp: float, message: Any, received: float) -> None:
+        """Keep a colour message (no conversion)."""
+        with self._lock:
+            self._colour.append(StampedItem(stamp, message, received))
+            _count(self.colour_stats, received)
+
+    def add_depth(self, stamp: float, message: Any, received: float) -> None:
+        """Keep a depth message (no conversion)."""
+        with self._lock:
+            self._depth.append(StampedItem(stamp, message, received))
+            _count(self.depth_stats, received)
+
+    def clear(self) -> None:
+        """Forget every buffered message (on deactivate: old frames must not serve)."""
+        with self._lock:
+            self._colour.clear()
+            self._depth.clear()
+
+    def newest_colour_stamp(self) -> float | None:
+        """Stamp of the newest colour message, or None."""
+        with self._lock:
+            return self._colour[-1].stamp if self._colour else None
+
+    def select(
+        self,
+        now: float,
+        max_frame_age: float,
+        sync_slop: float,
+        future_tolerance: float = 0.5,
+        use_depth: bool = True,
+    ) -> FrameSelection:
+        """Choose the newest usable colour frame and the depth frame nearest to it.
+
+        Args:
+            now: Current time on the clock the stamps use, seconds.
+            max_frame_age: Oldest acceptable colour stamp, seconds before ``now``.
+            sync_slop: Largest stamp difference between colour and depth, seconds.
+            future_tolerance: How far a stamp may lie ahead of ``now`` (clock skew).
+            use_depth: False for a 2D-only node.
+
+        Returns:
+            The selection.
+
+        Raises:
+            NoFrameError: When no colour frame qualifies, with the reason.
+        """
+        with self._lock:
+            colour = list(self._colour)
+            depth = list(self._depth)
+        if not colour:
+            raise NoFrameError("no colour frame received yet on the image topic")
+        chosen = None
+        future_skipped = None
+        for item in reversed(colour):
+            if item.stamp - now > future_tolerance:
+                future_skipped = item
+                continue
+            chosen = item
+            break
+        if chosen is None:
+            ahead = future_skipped.stamp - now if future_skipped else 0.0
+            raise NoFrameError(
+                f"every colour frame is stamped in the future ({ahead:.3f} s ahead of the node's"
+                " clock): check clock sync / use_sim_time"
+            )
+        age = now - chosen.stamp
+        if age > max_frame_age:
+            raise NoFrameError(
+                f"newest colour frame is {age:.3f} s old (max_frame_age {max_frame_age:g} s):"
+                " is the camera still publishing, and are its stamps on this node's clock?"
+            )
+        if not use_depth:
+            return FrameSelection(chosen, None, "depth disabled (use_depth false)")
+        if not depth:
+            return FrameSelection(chosen, None, "no depth frame received yet on the depth topic")
+        nearest = min(depth, key=lambda d: abs(d.stamp - chosen.stamp))
+        gap = abs(nearest.stamp - chosen.stamp)
+        if gap > sync_slop:
+            return FrameSelection(
+                chosen,
+                None,
+                f"no depth frame within sync_slop {sync_slop:g} s of the colour frame"
+                f" (nearest {gap:.3f} s away)",
+            )
+        return FrameSelection(chosen, nearest, "")
+
+
+def _count(stats: TopicStats, received: float) -> None:
+    stats.count += 1
+    stats.last_received = received
+    stats.arrivals.append(received)

@@ -1,0 +1,291 @@
+"""Every parameter of spatialthinker_node: name, default, description, constraints.
+
+One table serves the node (which declares each entry with its description),
+config/spatialthinker.yaml (whose keys must match it exactly, tested) and the
+README's parameter table (generated from it, tested). ROS-free.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from spatialthinker_ros.model_frame import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One node parameter.
+
+    Attributes:
+        name: Parameter name (dots for groups, e.g. ``openai.base_url``).
+        default: Default value; its Python type is the parameter's type.
+        description: What it does, shown by ``ros2 param describe``.
+        choices: Allowed values for a string parameter (empty: any).
+        minimum: Lowest allowed value for a number (None: unbounded).
+        read_only: True when it only takes effect at configure (model, backend...).
+    """
+
+    name: str
+    default: Any
+    description: str
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    read_only: bool = False
+
+
+PARAMETERS: tuple[ParamSpec, ...] = (
+    # Lifecycle
+    ParamSpec(
+        "autostart", True, "Configure and activate on start-up, so a plain launch just works."
+    ),
+    # Model and backend
+    ParamSpec(
+        "backend",
+        "transformers",
+        "Inference backend: 'transformers' runs the model in this process; 'openai' calls an"
+        " OpenAI-compatible server (vLLM, SGLang) shared by several robots.",
+        choices=("transformers", "openai"),
+        read_only=True,
+    ),
+    ParamSpec(
+        "model",
+        "OX-PIXL/SpatialThinker-7B",
+        "Hub id or local directory (transformers backend), or the served model name (openai).",
+        read_only=True,
+    ),
+    ParamSpec(
+        "device",
+        "auto",
+        "transformers backend: 'auto' (first CUDA GPU, else CPU), 'cuda:N' or 'cpu'.",
+        read_only=True,
+    ),
+    ParamSpec(
+        "dtype",
+        "auto",
+        "transformers backend: 'auto' (bfloat16 on CUDA, float32 on CPU), 'bfloat16',"
+        " 'float16' or 'float32'.",
+        choices=("auto", "bfloat16", "float16", "float32"),
+        read_only=True,
+    ),
+    ParamSpec(
+        "attn_implementation",
+        "auto",
+        "transformers backend: 'auto' (flash_attention_2 when installed, else sdpa), 'sdpa',"
+        " 'flash_attention_2' or 'eager'.",
+        choices=("auto", "sdpa", "flash_attention_2", "eager"),
+        read_only=True,
+    ),
+    ParamSpec("max_new_tokens", 1024, "Most tokens the model may write per answer.", minimum=16),
+    ParamSpec(
+        "openai.base_url",
+        "http://localhost:8000/v1",
+        "openai backend: base URL of the OpenAI-compatible server.",
+        read_only=True,
+    ),
+    ParamSpec(
+        "openai.api_key_env",
+        "OPENAI_API_KEY",
+        "openai backend: name of the environment variable holding the API key (never the key).",
+        read_only=True,
+    ),
+    ParamSpec(
+        "openai.timeout", 120.0, "openai backend: per-request timeout, seconds.", minimum=0.1
+    ),
+    ParamSpec(
+        "openai.max_retries",
+        2,
+        "openai backend: retries on connection errors and 5xx (with backoff).",
+        minimum=0,
+        read_only=True,
+    ),
+    ParamSpec(
+        "openai.max_in_flight",
+        4,
+        "openai backend: requests sent to the server at once.",
+        minimum=1,
+        read_only=True,
+    ),
+    ParamSpec(
+        "openai.image_format",
+        "jpeg",
+        "openai backend: how the image travels in the data URL.",
+        choices=("jpeg", "png"),
+        read_only=True,
+    ),
+    ParamSpec(
+        "openai.jpeg_quality",
+        90,
+        "openai backend: JPEG quality (1-100).",
+        minimum=1,
+        read_only=True,
+    ),
+    # Model frame
+    ParamSpec(
+        "coordinate_policy",
+        "resize",
+        "'resize': the node resizes each frame to the size the model's processor would use and"
+        " states that size (boxes exact); 'native': state the camera size and let the processor"
+        " resize (the authors' evaluation setup).",
+        choices=("resize", "native"),
+        read_only=True,
+    ),
+    ParamSpec(
+        "min_pixels",
+        DEFAULT_MIN_PIXELS,
+        "Smallest image area given to the model (smaller frames are scaled up).",
+        minimum=3136,
+        read_only=True,
+    ),
+    ParamSpec(
+        "max_pixels",
+        DEFAULT_MAX_PIXELS,
+        "Largest image area given to the model (larger frames are scaled down; fewer pixels,"
+        " fewer visual tokens, faster answers).",
+        minimum=3136,
+        read_only=True,
+    ),
+    # Queue
+    ParamSpec(
+        "max_queue_size",
+        16,
+        "Requests waiting for the model; further requests are rejected at once with a reason.",
+        minimum=1,
+        read_only=True,
+    ),
+    ParamSpec(
+        "max_batch_size",
+        4,
+        "Pending requests answered together in one model call.",
+        minimum=1,
+        read_only=True,
+    ),
+    ParamSpec(
+        "request_timeout",
+        60.0,
+        "Seconds before an unanswered request fails (requests may pass their own).",
+        minimum=0.1,
+    ),
+    # Inputs
+    ParamSpec(
+        "image_transport",
+        "raw",
+        "'raw': subscribe to 'image' (sensor_msgs/Image); 'compressed': subscribe to"
+        " 'image/compressed' (sensor_msgs/CompressedImage, jpeg or png).",
+        choices=("raw", "compressed"),
+        read_only=True,
+    ),
+    ParamSpec(
+        "use_depth",
+        True,
+        "Subscribe to 'depth' (16UC1 mm or 32FC1 m, registered to the colour image) and"
+        " 'camera_info' and lift boxes to 3D; false answers in 2D only.",
+        read_only=True,
+    ),
+    ParamSpec(
+        "qos_reliability",
+        "best_effort",
+        "Reliability of the input subscriptions: 'best_effort' (sensor data; matches any"
+        " publisher) or 'reliable' (only matches reliable publishers).",
+        choices=("best_effort", "reliable"),
+        read_only=True,
+    ),
+    ParamSpec(
+        "qos_depth", 2, "History depth of the input subscriptions.", minimum=1, read_only=True
+    ),
+    ParamSpec(
+        "max_frame_age",
+        1.0,
+        "Oldest colour frame a request may use, seconds (requests may pass their own).",
+        minimum=0.0,
+    ),
+    ParamSpec(
+        "sync_slop",
+        0.05,
+        "Largest stamp difference between the colour frame and the depth frame, seconds.",
+        minimum=0.0,
+    ),
+    ParamSpec(
+        "future_stamp_tolerance",
+        0.5,
+        "How far a frame's stamp may lie ahead of the node's clock before it is refused.",
+        minimum=0.0,
+    ),
+    ParamSpec(
+        "frame_id",
+        "",
+        "Frame for the outputs when the camera leaves header.frame_id empty ('' = use the"
+        " camera's).",
+    ),
+    # 3D lifting
+    ParamSpec(
+        "depth.shrink",
+        0.1,
+        "Fraction of each box side trimmed on both sides before sampling depth.",
+        minimum=0.0,
+    ),
+    ParamSpec("depth.min_depth", 0.1, "Nearest depth used, metres.", minimum=0.0),
+    ParamSpec("depth.max_depth", 10.0, "Farthest depth used, metres.", minimum=0.0),
+    ParamSpec(
+        "depth.min_valid_pixels",
+        20,
+        "Fewest valid depth pixels for a 3D estimate; fewer gives no 3D with a reason.",
+        minimum=1,
+    ),
+    ParamSpec("depth.min_size", 0.02, "Smallest reported object extent, metres.", minimum=0.0),
+    # Continuous mode
+    ParamSpec(
+        "rate_hz",
+        0.0,
+        "Continuous mode: ask 'continuous_question' on the latest frame at this rate"
+        " (0 = off). Runs at low priority behind on-demand queries.",
+        minimum=0.0,
+    ),
+    ParamSpec("continuous_question", "", "Continuous mode: the standing question."),
+    ParamSpec(
+        "continuous_options",
+        "",
+        "Continuous mode: the options, separated by '|' (e.g. 'left|right'); '' for none.",
+    ),
+    # Limits and outputs
+    ParamSpec(
+        "max_question_chars",
+        2000,
+        "Longest accepted question; longer questions are refused with a reason.",
+        minimum=1,
+    ),
+    ParamSpec(
+        "diagnostics_period",
+        1.0,
+        "Seconds between /diagnostics messages.",
+        minimum=0.1,
+        read_only=True,
+    ),
+)
+
+PARAMETERS_BY_NAME: dict[str, ParamSpec] = {spec.name: spec for spec in PARAMETERS}
+
+
+def validate(name: str, value: Any) -> str | None:
+    """Check a value against its spec.
+
+    Args:
+        name: Parameter name.
+        value: Proposed value.
+
+    Returns:
+        None when acceptable, else the reason it is not.
+    """
+    spec = PARAMETERS_BY_NAME.get(name)
+    if spec is None:
+        return None
+    if spec.choices and value not in spec.choices:
+        return f"{name} must be one of {', '.join(spec.choices)} (got {value!r})"
+    if spec.minimum is not None and isinstance(value, int | float) and value < spec.minimum:
+        return f"{name} must be >= {spec.minimum:g} (got {value!r})"
+    return None
+
+
+def split_options(text: str) -> list[str]:
+    """Split a '|'-separated option string; '' gives no options."""
+    return [part.strip() for part in text.split("|")] if text.strip() else []

@@ -1,0 +1,100 @@
+"""Frame buffering and selection: stamps from CDR bytes, age, future stamps, depth sync."""
+
+from __future__ import annotations
+
+import pytest
+from rclpy.serialization import serialize_message
+from sensor_msgs.msg import CompressedImage, Image
+
+from spatialthinker_ros.frame_buffer import FrameBuffer, NoFrameError, cdr_header_stamp
+
+
+def _serialized_image(sec: int, nanosec: int, cls: type = Image) -> bytes:
+    msg = cls()
+    msg.header.stamp.sec = sec
+    msg.header.stamp.nanosec = nanosec
+    msg.header.frame_id = "camera_color_optical_frame"
+    return serialize_message(msg)
+
+
+@pytest.mark.parametrize("cls", [Image, CompressedImage])
+def test_stamp_is_read_from_serialized_bytes(cls: type) -> None:
+    assert cdr_header_stamp(_serialized_image(1700000000, 250_000_000, cls)) == pytest.approx(
+        1700000000.25
+    )
+
+
+def test_negative_seconds_and_big_endian_stamps() -> None:
+    little = _serialized_image(-5, 0)
+    assert cdr_header_stamp(little) == -5.0
+    big = b"\x00\x00\x00\x00" + (7).to_bytes(4, "big") + (500_000_000).to_bytes(4, "big")
+    assert cdr_header_stamp(big) == pytest.approx(7.5)
+
+
+@pytest.mark.parametrize("data", [b"", b"\x00\x01\x00\x00\x01", b"\xff\xff\x00\x00" + b"\x00" * 8])
+def test_bad_bytes_raise_value_error(data: bytes) -> None:
+    with pytest.raises(ValueError):
+        cdr_header_stamp(data)
+
+
+def _buffer(colour: list[float], depth: list[float]) -> FrameBuffer:
+    buffer = FrameBuffer(colour_history=4, depth_history=8)
+    for stamp in colour:
+        buffer.add_colour(stamp, f"colour@{stamp}", 0.0)
+    for stamp in depth:
+        buffer.add_depth(stamp, f"depth@{stamp}", 0.0)
+    return buffer
+
+
+def test_newest_colour_and_nearest_depth_are_chosen() -> None:
+    buffer = _buffer([10.0, 10.1, 10.2], [10.05, 10.16, 10.23])
+    selection = buffer.select(now=10.3, max_frame_age=1.0, sync_slop=0.05)
+    assert selection.colour.message == "colour@10.2"
+    assert selection.depth is not None and selection.depth.message == "depth@10.23"
+    assert selection.depth_reason == ""
+
+
+def test_no_frame_yet_is_a_clear_error() -> None:
+    with pytest.raises(NoFrameError, match="no colour frame received yet"):
+        FrameBuffer().select(now=1.0, max_frame_age=1.0, sync_slop=0.05)
+
+
+def test_old_frame_is_refused_with_its_age() -> None:
+    buffer = _buffer([10.0], [])
+    with pytest.raises(NoFrameError, match=r"2\.500 s old \(max_frame_age 1 s\)"):
+        buffer.select(now=12.5, max_frame_age=1.0, sync_slop=0.05)
+
+
+def test_future_frames_are_skipped_and_reported() -> None:
+    buffer = _buffer([10.0, 30.0], [])
+    # The future frame is skipped in favour of the older valid one.
+    assert buffer.select(now=10.2, max_frame_age=1.0, sync_slop=0.05).colour.stamp == 10.0
+    only_future = _buffer([30.0], [])
+    with pytest.raises(NoFrameError, match="stamped in the future"):
+        only_future.select(now=10.0, max_frame_age=1.0, sync_slop=0.05)
+
+
+def test_depth_outside_slop_or_missing_or_disabled_gives_a_reason() -> None:
+    far = _buffer([10.0], [9.0]).select(now=10.0, max_frame_age=1.0, sync_slop=0.05)
+    assert far.depth is None and "within sync_slop" in far.depth_reason
+    missing = _buffer([10.0], []).select(now=10.0, max_frame_age=1.0, sync_slop=0.05)
+    assert missing.depth is None and "no depth frame received" in missing.depth_reason
+    disabled = _buffer([10.0], [10.0]).select(10.0, 1.0, 0.05, use_depth=False)
+    assert disabled.depth is None and "disabled" in disabled.depth_reason
+
+
+def test_history_is_bounded_and_clear_forgets() -> None:
+    buffer = _buffer([float(i) for i in range(100)], [float(i) for i in range(100)])
+    assert buffer.colour_stats.count == 100
+    assert buffer.newest_colour_stamp() == 99.0
+    assert len(buffer._colour) == 4 and len(buffer._depth) == 8
+    buffer.clear()
+    with pytest.raises(NoFrameError):
+        buffer.select(now=99.0, max_frame_age=1.0, sync_slop=0.05)
+
+
+def test_rate_is_measured_from_arrivals() -> None:
+    buffer = FrameBuffer()
+    for i in range(31):
+        buffer.add_colour(float(i), None, received=100.0 + i / 30.0)
+    assert buffer.colour_stats.rate_hz(now=101.0) == pytest.approx(30.0, rel=0.01)
