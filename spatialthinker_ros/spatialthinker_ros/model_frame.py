@@ -1,0 +1,232 @@
+"""The pixel frame the model writes its boxes in, and the way back to camera pixels.
+
+SpatialThinker writes boxes in pixels of the image size stated in its prompt. Qwen2.5-VL's
+processor rounds each side of the image it receives to a multiple of 28 (and scales the image
+into ``[min_pixels, max_pixels]``), so the stated size and the size the model actually sees
+differ unless we make them agree. Two policies:
+
+* ``"resize"`` (default): we resize the frame ourselves to exactly the size the processor would
+  pick and state that size; the processor then leaves it alone, the stated frame and the model's
+  frame coincide, and boxes are scaled back to the camera image afterwards.
+* ``"native"`` (the authors' choice): send the source image, state its size, and let the
+  processor resize it. Boxes come back in (nominally) source pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "DEFAULT_MIN_PIXELS",
+    "MAX_ASPECT_RATIO",
+    "PATCH_FACTOR",
+    "ModelFrame",
+    "model_input_size",
+    "plan_model_frame",
+    "prepare_image",
+    "scale_boxes",
+]
+
+#: The authors trained with images clamped to at least 512^2 pixels.
+DEFAULT_MIN_PIXELS = 512 * 512
+#: 1280 visual tokens of 28x28 pixels: bounds latency and memory per frame.
+DEFAULT_MAX_PIXELS = 1280 * 28 * 28
+#: Qwen2.5-VL: 14 px patches merged 2x2, so each side must be a multiple of 28.
+PATCH_FACTOR = 28
+#: The processor refuses images more elongated than this.
+MAX_ASPECT_RATIO = 200
+
+Box = tuple[float, float, float, float]
+
+
+def _positive_int(name: str, value: int) -> int:
+    if isinstance(value, bool) or int(value) != value or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def model_input_size(
+    width: int,
+    height: int,
+    min_pixels: int = DEFAULT_MIN_PIXELS,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> tuple[int, int]:
+    """Size the Qwen2-VL processor resizes a ``width`` x ``height`` image to.
+
+    Mirrors ``transformers``' ``smart_resize`` (which takes and returns ``(height, width)``)
+    operation for operation, including Python's round-half-to-even, so the sizes agree exactly;
+    the test suite checks it against the installed function.
+
+    Args:
+        width: Source width in pixels.
+        height: Source height in pixels.
+        min_pixels: Smallest allowed area; smaller images are scaled up.
+        max_pixels: Largest allowed area; larger images are scaled down.
+
+    Returns:
+        ``(width, height)``, both multiples of 28.
+
+    Raises:
+        ValueError: Non-positive sizes or bounds, ``min_pixels > max_pixels``, or an aspect
+            ratio above 200 (the processor refuses those images too).
+    """
+    width = _positive_int("width", width)
+    height = _positive_int("height", height)
+    min_pixels = _positive_int("min_pixels", min_pixels)
+    max_pixels = _positive_int("max_pixels", max_pixels)
+    if min_pixels > max_pixels:
+        raise ValueError(f"min_pixels ({min_pixels}) must not exceed max_pixels ({max_pixels})")
+    ratio = max(height, width) / min(height, width)
+    if ratio > MAX_ASPECT_RATIO:
+        raise ValueError(
+            f"aspect ratio {ratio:.1f} of {width} x {height} exceeds {MAX_ASPECT_RATIO}; "
+            "the Qwen2-VL processor cannot take this image"
+        )
+    factor = PATCH_FACTOR
+    # Same expressions as smart_resize, so float rounding matches bit for bit.
+    h_bar = round(height / factor) * factor
+    w_bar = round(width / factor) * factor
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    if h_bar <= 0 or w_bar <= 0:  # unreachable with min_pixels >= 1; never hand out a 0 side
+        raise ValueError(f"image {width} x {height} is too small for the Qwen2-VL processor")
+    return w_bar, h_bar
+
+
+@dataclass(frozen=True)
+class ModelFrame:
+    """How one camera image is presented to the model.
+
+    Attributes:
+        source_size: ``(width, height)`` of the camera image.
+        stated_size: ``(width, height)`` written in the prompt; boxes come back in this frame.
+        resize_to: ``(width, height)`` we resize the image to before sending it, or ``None`` to
+            send it as it is.
+    """
+
+    source_size: tuple[int, int]
+    stated_size: tuple[int, int]
+    resize_to: tuple[int, int] | None
+
+    def boxes_to_source(self, boxes: Iterable[Sequence[float]]) -> list[Box]:
+        """Map boxes from the stated frame to source-image pixels (clipped)."""
+        return scale_boxes(boxes, self.stated_size, self.source_size)
+
+
+def plan_model_frame(
+    width: int,
+    height: int,
+    policy: Literal["resize", "native"] = "resize",
+    min_pixels: int = DEFAULT_MIN_PIXELS,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> ModelFrame:
+    """Decide the resize and the stated size for a camera image.
+
+    Args:
+        width: Camera image width.
+        height: Camera image height.
+        policy: ``"resize"`` (we resize to the processor's size and state it) or ``"native"``
+            (state the source size, let the processor resize).
+        min_pixels: Processor minimum area.
+        max_pixels: Processor maximum area.
+
+    Returns:
+        The frame plan. With ``"resize"``, ``resize_to`` is ``None`` when the source already has
+        the processor's size.
+
+    Raises:
+        ValueError: Unknown policy or an image the processor cannot take.
+    """
+    source = (_positive_int("width", width), _positive_int("height", height))
+    # Computed for both policies: it validates the image the processor will get either way.
+    target = model_input_size(source[0], source[1], min_pixels, max_pixels)
+    if policy == "resize":
+        return ModelFrame(source, target, None if target == source else target)
+    if policy == "native":
+        return ModelFrame(source, source, None)
+    raise ValueError(f"unknown model frame policy {policy!r}; expected 'resize' or 'native'")
+
+
+def prepare_image(image: np.ndarray, frame: ModelFrame) -> np.ndarray:
+    """Resize an image as the frame plan says.
+
+    Args:
+        image: ``H x W`` or ``H x W x C`` array of ``frame.source_size``.
+        frame: The plan from :func:`plan_model_frame`.
+
+    Returns:
+        The image to send (the input itself when no resize is planned).
+
+    Raises:
+        ValueError: The image does not have the planned source size (boxes would be mapped
+            back with the wrong scale).
+    """
+    import cv2  # lazy: keeps the parsing-only users free of OpenCV start-up cost
+
+    height, width = image.shape[:2]
+    if (width, height) != tuple(frame.source_size):
+        raise ValueError(
+            f"image is {width} x {height} but the frame was planned for "
+            f"{frame.source_size[0]} x {frame.source_size[1]}"
+        )
+    if frame.resize_to is None or tuple(frame.resize_to) == (width, height):
+        return image
+    return cv2.resize(image, tuple(frame.resize_to), interpolation=cv2.INTER_AREA)
+
+
+def scale_boxes(
+    boxes: Iterable[Sequence[float]],
+    from_size: tuple[int, int],
+    to_size: tuple[int, int],
+) -> list[Box]:
+    """Scale ``(x1, y1, x2, y2)`` boxes from one pixel frame to another.
+
+    Corners are reordered and the result is clipped to ``[0, w] x [0, h]`` of ``to_size`` so
+    the boxes can index the target image safely.
+
+    Args:
+        boxes: Boxes in ``from_size`` pixels.
+        from_size: ``(width, height)`` of the frame the boxes are in (the stated size).
+        to_size: ``(width, height)`` of the target image (the camera image).
+
+    Returns:
+        Boxes in ``to_size`` pixels.
+
+    Raises:
+        ValueError: Non-positive sizes, a box without 4 values, or non-finite coordinates.
+    """
+    fw, fh = (float(v) for v in from_size)
+    tw, th = (float(v) for v in to_size)
+    if min(fw, fh, tw, th) <= 0:
+        raise ValueError(f"sizes must be positive, got {from_size} -> {to_size}")
+    sx, sy = tw / fw, th / fh
+    out: list[Box] = []
+    for box in boxes:
+        if len(box) != 4:
+            raise ValueError(f"a box needs 4 values, got {len(box)}")
+        x1, y1, x2, y2 = (float(v) for v in box)
+        if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+            raise ValueError(f"box has non-finite coordinates: {tuple(box)!r}")
+        x1, x2 = sorted((x1 * sx, x2 * sx))
+        y1, y2 = sorted((y1 * sy, y2 * sy))
+        out.append(
+            (
+                min(max(x1, 0.0), tw),
+                min(max(y1, 0.0), th),
+                min(max(x2, 0.0), tw),
+                min(max(y2, 0.0), th),
+            )
+        )
+    return out
