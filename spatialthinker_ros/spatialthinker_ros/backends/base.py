@@ -1,0 +1,123 @@
+"""The one interface every inference backend implements.
+
+A backend turns a batch of (RGB image, prompt) pairs into texts. It knows nothing about queues,
+deadlines, prompts or parsing: the engine owns those. Each row of a batch succeeds or fails on
+its own, so one bad request never takes its batch-mates down with it.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Decoding settings for one backend call.
+
+    Attributes:
+        max_new_tokens: Upper bound on generated tokens per request. SpatialThinker answers are
+            typically 250 to 500 tokens; 1024 leaves room without letting a runaway answer hold
+            the GPU for long.
+        temperature: 0 means greedy (the model's published numbers are greedy).
+        min_new_tokens: Force at least this many tokens (benchmarks use it to fix the length).
+    """
+
+    max_new_tokens: int = 1024
+    temperature: float = 0.0
+    min_new_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class BackendOutput:
+    """One generated answer.
+
+    Attributes:
+        text: The generated text without special tokens.
+        prompt_tokens: Tokens in the prompt, image tokens included.
+        output_tokens: Generated tokens (end-of-turn token included when it was produced).
+        seconds: Wall time of the backend call that produced it (shared by a batch).
+    """
+
+    text: str
+    prompt_tokens: int
+    output_tokens: int
+    seconds: float
+
+
+class BackendError(Exception):
+    """A failure of one request (or of loading) inside a backend.
+
+    Attributes:
+        reason: Human-readable reason, safe to show to users (never contains secrets).
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Backend(ABC):
+    """Abstract inference backend.
+
+    Subclasses set ``name`` and implement ``load``, ``unload``, ``loaded`` and ``generate``.
+    ``max_concurrency`` tells the engine how many ``generate`` calls may run at once (one GPU
+    model: 1; a remote server: its in-flight limit). ``supports_cancel`` says whether a running
+    request can be stopped or abandoned through the ``cancel`` events passed to ``generate``.
+    """
+
+    name: str = "backend"
+    max_concurrency: int = 1
+    supports_cancel: bool = False
+
+    @property
+    @abstractmethod
+    def model_name(self) -> str:
+        """Identifier of the model that answers (hub id, directory or served name)."""
+
+    @abstractmethod
+    def load(self) -> None:
+        """Make the backend ready. Raises BackendError with an actionable reason on failure."""
+
+    @abstractmethod
+    def unload(self) -> None:
+        """Release the model and its memory. Safe to call when not loaded."""
+
+    @property
+    @abstractmethod
+    def loaded(self) -> bool:
+        """Whether ``generate`` can be called."""
+
+    @abstractmethod
+    def generate(
+        self,
+        images: list[np.ndarray],
+        prompts: list[str],
+        settings: GenerationSettings,
+        cancel: Sequence[threading.Event] | None = None,
+    ) -> list[BackendOutput | BackendError]:
+        """Answer a batch.
+
+        Args:
+            images: RGB ``HxWx3`` uint8 arrays, already at the size the prompt states.
+            prompts: The user text for each image (same length as ``images``).
+            settings: Decoding settings shared by the batch.
+            cancel: Optional per-row events; a set event asks the backend to stop that row
+                early. Backends that cannot stop a row may ignore it.
+
+        Returns:
+            One entry per row, in order: the output or the reason that row failed.
+        """
+
+    @property
+    def state(self) -> str:
+        """Short state for diagnostics ("loaded", "not loaded", ...)."""
+        return "loaded" if self.loaded else "not loaded"
+
+    def describe(self) -> dict[str, object]:
+        """Diagnostics for the engine's statistics (no secrets)."""
+        return {"backend": self.name, "model": self.model_name, "state": self.state}
