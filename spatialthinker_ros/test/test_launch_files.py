@@ -1,0 +1,335 @@
+"""The launch file, the RViz config and setup.py agree with each other and with the node.
+
+``launch`` / ``launch_ros`` are not installable in the test environment, so the launch file is
+checked twice without them: statically with ``ast``, and by running
+``generate_launch_description()`` against small recording stand-ins for the launch classes (which
+catches name errors and wrong wiring that a static look would miss).
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import os
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+LAUNCH_FILE = PACKAGE_DIR / "launch" / "spatialthinker.launch.py"
+RVIZ_FILE = PACKAGE_DIR / "config" / "spatialthinker.rviz"
+PARAMS_FILE = PACKAGE_DIR / "config" / "spatialthinker.yaml"
+SETUP_FILE = PACKAGE_DIR / "setup.py"
+PACKAGE = "spatialthinker_ros"
+
+EXPECTED_ARGUMENTS = {
+    "namespace": "",
+    "params_file": None,  # the installed share path, checked separately
+    "model": "OX-PIXL/SpatialThinker-7B",
+    "backend": "transformers",
+    "image_topic": "/camera/color/image_raw",
+    "depth_topic": "/camera/aligned_depth_to_color/image_raw",
+    "camera_info_topic": "/camera/color/camera_info",
+    "use_rviz": "false",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Static view (ast)
+# ---------------------------------------------------------------------------------------------
+
+
+def _calls(tree: ast.AST, name: str) -> list[ast.Call]:
+    """Calls to ``name`` (``name(...)`` or ``x.name(...)``) anywhere in ``tree``."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            func = node.func
+            called = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+            if called == name:
+                found.append(node)
+    return found
+
+
+def _kwargs(call: ast.Call) -> dict[str, ast.expr]:
+    return {kw.arg: kw.value for kw in call.keywords if kw.arg}
+
+
+def _constants(tree: ast.Module) -> dict[str, Any]:
+    """Module-level ``NAME = <literal>`` assignments (e.g. ``PACKAGE``)."""
+    constants = {}
+    for statement in tree.body:
+        if isinstance(statement, ast.Assign) and isinstance(statement.value, ast.Constant):
+            for target in statement.targets:
+                if isinstance(target, ast.Name):
+                    constants[target.id] = statement.value.value
+    return constants
+
+
+def _value(expr: ast.expr, tree: ast.Module) -> Any:
+    """A literal, or a module-level constant referenced by name."""
+    if isinstance(expr, ast.Name):
+        return _constants(tree)[expr.id]
+    return ast.literal_eval(expr)
+
+
+@pytest.fixture(scope="module")
+def launch_tree() -> ast.Module:
+    return ast.parse(LAUNCH_FILE.read_text(), filename=str(LAUNCH_FILE))
+
+
+@pytest.fixture(scope="module")
+def declared(launch_tree: ast.Module) -> dict[str, dict[str, ast.expr]]:
+    arguments = {}
+    for call in _calls(launch_tree, "DeclareLaunchArgument"):
+        name = ast.literal_eval(call.args[0])
+        assert name not in arguments, f"{name} declared twice"
+        arguments[name] = _kwargs(call)
+    return arguments
+
+
+@pytest.fixture(scope="module")
+def node_call(launch_tree: ast.Module) -> dict[str, ast.expr]:
+    nodes = [
+        _kwargs(call)
+        for call in _calls(launch_tree, "LifecycleNode") + _calls(launch_tree, "Node")
+        if _value(_kwargs(call)["package"], launch_tree) == PACKAGE
+    ]
+    assert len(nodes) == 1
+    return nodes[0]
+
+
+@pytest.fixture(scope="module")
+def setup_kwargs() -> dict[str, Any]:
+    """Run setup.py with ``setup()`` replaced, so its globs are evaluated for real."""
+    import setuptools
+
+    captured: dict[str, Any] = {}
+    original = setuptools.setup
+    cwd = Path.cwd()
+    setuptools.setup = lambda **kwargs: captured.update(kwargs)
+    try:
+        os.chdir(PACKAGE_DIR)
+        exec(compile(SETUP_FILE.read_text(), str(SETUP_FILE), "exec"), {"__name__": "__main__"})
+    finally:
+        setuptools.setup = original
+        os.chdir(cwd)
+    return captured
+
+
+def test_every_argument_is_declared_with_a_description(declared) -> None:
+    assert set(declared) == set(EXPECTED_ARGUMENTS)
+    for name, kwargs in declared.items():
+        assert "description" in kwargs, name
+        description = ast.literal_eval(kwargs["description"])
+        assert isinstance(description, str) and len(description) > 15, name
+
+
+def test_argument_defaults_and_choices(declared) -> None:
+    for name, default in EXPECTED_ARGUMENTS.items():
+        if default is not None:
+            assert ast.literal_eval(declared[name]["default_value"]) == default, name
+    assert ast.literal_eval(declared["backend"]["choices"]) == ["transformers", "openai"]
+    assert ast.literal_eval(declared["use_rviz"]["choices"]) == ["true", "false"]
+    for kwargs in declared.values():
+        if "choices" in kwargs:
+            assert ast.literal_eval(kwargs["default_value"]) in ast.literal_eval(kwargs["choices"])
+
+
+def test_executable_is_a_console_script_of_setup_py(node_call, setup_kwargs) -> None:
+    executable = ast.literal_eval(node_call["executable"])
+    scripts = {
+        entry.split("=")[0].strip() for entry in setup_kwargs["entry_points"]["console_scripts"]
+    }
+    assert executable == "spatialthinker_node"
+    assert executable in scripts
+    assert ast.literal_eval(node_call["name"]) == "spatialthinker"
+
+
+def test_referenced_config_files_exist(launch_tree: ast.Module) -> None:
+    referenced = set()
+    for call in _calls(launch_tree, "join"):
+        parts = [a.value for a in call.args if isinstance(a, ast.Constant)]
+        if parts[:1] == ["config"]:
+            referenced.add("/".join(parts[1:]))
+    assert referenced == {"spatialthinker.yaml", "spatialthinker.rviz"}
+    for name in referenced:
+        assert (PACKAGE_DIR / "config" / name).is_file(), f"config/{name} missing"
+
+
+def test_launch_and_config_files_are_installed(setup_kwargs) -> None:
+    installed: dict[str, set[str]] = {}
+    for destination, files in setup_kwargs["data_files"]:
+        installed.setdefault(destination, set()).update(files)
+    share = f"share/{PACKAGE}"
+    assert "launch/spatialthinker.launch.py" in installed[f"{share}/launch"]
+    assert "config/spatialthinker.rviz" in installed[f"{share}/config"]
+    assert "config/spatialthinker.yaml" in installed[f"{share}/config"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Running generate_launch_description() against recording stand-ins
+# ---------------------------------------------------------------------------------------------
+
+
+class _Recorded:
+    """Stand-in for a launch class: keeps its positional and keyword arguments."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args = args
+        self.kwargs = kwargs
+
+
+class _LaunchConfiguration(_Recorded):
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _LaunchConfiguration) and self.args == other.args
+
+    def __hash__(self) -> int:
+        return hash(self.args)
+
+
+def _config(name: str) -> _LaunchConfiguration:
+    return _LaunchConfiguration(name)
+
+
+@pytest.fixture(scope="module")
+def description(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Actions built by the launch file, keyed by class name (lists)."""
+    classes = {
+        name: type(name, (_Recorded,), {})
+        for name in ("LaunchDescription", "DeclareLaunchArgument", "IfCondition")
+    }
+    classes["LifecycleNode"] = type("LifecycleNode", (_Recorded,), {})
+    classes["Node"] = type("Node", (_Recorded,), {})
+    modules = {
+        "launch": {"LaunchDescription": classes["LaunchDescription"]},
+        "launch.actions": {"DeclareLaunchArgument": classes["DeclareLaunchArgument"]},
+        "launch.conditions": {"IfCondition": classes["IfCondition"]},
+        "launch.substitutions": {"LaunchConfiguration": _LaunchConfiguration},
+        "launch_ros": {},
+        "launch_ros.actions": {"LifecycleNode": classes["LifecycleNode"], "Node": classes["Node"]},
+    }
+    share = tmp_path_factory.mktemp("share")
+    saved = {name: sys.modules.get(name) for name in modules}
+    import ament_index_python.packages as ament_packages
+
+    original_share = ament_packages.get_package_share_directory
+    try:
+        for name, attributes in modules.items():
+            module = types.ModuleType(name)
+            module.__dict__.update(attributes)
+            sys.modules[name] = module
+        ament_packages.get_package_share_directory = lambda package: str(share / package)
+        spec = importlib.util.spec_from_file_location("spatialthinker_launch", LAUNCH_FILE)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        result = module.generate_launch_description()
+    finally:
+        ament_packages.get_package_share_directory = original_share
+        for name, previous in saved.items():
+            if previous is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = previous
+
+    assert type(result).__name__ == "LaunchDescription"
+    actions: dict[str, list[_Recorded]] = {}
+    for action in result.args[0]:
+        actions.setdefault(type(action).__name__, []).append(action)
+    return {"actions": actions, "share": share / PACKAGE}
+
+
+def test_launch_description_runs_and_declares_arguments_first(description) -> None:
+    actions = description["actions"]
+    assert len(actions["DeclareLaunchArgument"]) == len(EXPECTED_ARGUMENTS)
+    params = next(a for a in actions["DeclareLaunchArgument"] if a.args[0] == "params_file")
+    assert params.kwargs["default_value"] == str(
+        description["share"] / "config/spatialthinker.yaml"
+    )
+
+
+def test_node_wiring(description) -> None:
+    (node,) = description["actions"]["LifecycleNode"]
+    kwargs = node.kwargs
+    assert kwargs["package"] == PACKAGE
+    assert kwargs["executable"] == "spatialthinker_node"
+    assert kwargs["name"] == "spatialthinker"
+    assert kwargs["namespace"] == _config("namespace")
+    # Launch arguments after the file, so that they override it.
+    assert kwargs["parameters"] == [
+        _config("params_file"),
+        {"model": _config("model"), "backend": _config("backend")},
+    ]
+    remaps = dict(kwargs["remappings"])
+    assert remaps["image"] == _config("image_topic")
+    assert remaps["depth"] == _config("depth_topic")
+    assert remaps["camera_info"] == _config("camera_info_topic")
+    assert remaps["image/compressed"] == [_config("image_topic"), "/compressed"]
+    assert kwargs["output"] == "screen"
+    assert kwargs["emulate_tty"] is True
+
+
+def test_rviz_only_when_asked(description) -> None:
+    (rviz,) = description["actions"]["Node"]
+    assert rviz.kwargs["package"] == "rviz2"
+    assert rviz.kwargs["arguments"] == [
+        "-d",
+        str(description["share"] / "config" / "spatialthinker.rviz"),
+    ]
+    condition = rviz.kwargs["condition"]
+    assert type(condition).__name__ == "IfCondition"
+    assert condition.args == (_config("use_rviz"),)
+
+
+# ---------------------------------------------------------------------------------------------
+# RViz config
+# ---------------------------------------------------------------------------------------------
+
+
+def test_rviz_config_matches_the_node_outputs(node_call) -> None:
+    config = yaml.safe_load(RVIZ_FILE.read_text())
+    manager = config["Visualization Manager"]
+    assert manager["Global Options"]["Fixed Frame"] == "camera_color_optical_frame"
+    displays = {d["Class"]: d for d in manager["Displays"]}
+    assert {
+        "rviz_default_plugins/Grid",
+        "rviz_default_plugins/TF",
+        "rviz_default_plugins/MarkerArray",
+        "rviz_default_plugins/Image",
+    } <= set(displays)
+    # The node publishes ~/markers and ~/debug_image: /<name>/... in the default namespace.
+    node_name = ast.literal_eval(node_call["name"])
+    markers = displays["rviz_default_plugins/MarkerArray"]
+    assert markers["Topic"]["Value"] == f"/{node_name}/markers"
+    assert displays["rviz_default_plugins/Image"]["Topic"]["Value"] == f"/{node_name}/debug_image"
+    # The marker namespace shown must be the one markers.py uses by default.
+    from spatialthinker_ros.markers import scene_graph_markers
+
+    assert "spatialthinker" in markers["Namespaces"]
+    assert scene_graph_markers.__kwdefaults__["namespace"] == "spatialthinker"
+    for display in displays.values():
+        assert display["Enabled"] is True
+
+
+def test_node_publishes_the_topics_rviz_shows() -> None:
+    node_file = PACKAGE_DIR / "spatialthinker_ros" / "node.py"
+    tree = ast.parse(node_file.read_text(), filename=str(node_file))
+    published = {
+        call.args[1].value
+        for call in _calls(tree, "create_publisher")
+        if len(call.args) >= 2 and isinstance(call.args[1], ast.Constant)
+    }
+    assert {"~/markers", "~/debug_image"} <= published
+
+
+def test_launch_overrides_do_not_change_the_params_file_defaults(declared) -> None:
+    # model and backend from the launch line always win over the params file, so their launch
+    # defaults must equal the file's values: a plain launch runs what the shipped file says.
+    document = yaml.safe_load(PARAMS_FILE.read_text())
+    parameters = next(iter(document.values()))["ros__parameters"]
+    for name in ("model", "backend"):
+        assert ast.literal_eval(declared[name]["default_value"]) == parameters[name], name
