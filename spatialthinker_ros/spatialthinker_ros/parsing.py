@@ -911,6 +911,8 @@ def _parse(
 
     if sections["answer"].content is not None:
         answer = sections["answer"].content.strip()
+        if not answer:
+            notes.add("empty <answer>")
         ends = [s.end for s in sections.values() if s.content is not None]
         trailing = text[max(ends) :].strip()
         if trailing:
