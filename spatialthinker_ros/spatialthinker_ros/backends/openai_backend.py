@@ -1,0 +1,308 @@
+"""Remote backend: any OpenAI-compatible chat-completions server (vLLM, SGLang, ...).
+
+This is how users scale past one GPU: a serving engine with continuous batching answers many
+robots, and this backend only encodes the image, sends the request and reads the answer. Each
+row of a batch is its own HTTP request; at most ``max_in_flight`` run at once across all
+batches, so the engine may run several batches concurrently without overloading the server.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from spatialthinker_ros.backends.base import (
+    Backend,
+    BackendError,
+    BackendOutput,
+    GenerationSettings,
+)
+
+DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
+DEFAULT_SERVED_MODEL = "OX-PIXL/SpatialThinker-7B"
+
+_LOG = logging.getLogger(__name__)
+
+
+def encode_image(image: np.ndarray, image_format: str = "jpeg", jpeg_quality: int = 90) -> str:
+    """Encode an RGB image as a ``data:`` URL.
+
+    Args:
+        image: ``HxWx3`` uint8 RGB.
+        image_format: "jpeg" (small, lossy) or "png" (lossless, about 5x larger).
+        jpeg_quality: 1 to 100.
+
+    Returns:
+        ``data:image/jpeg;base64,...`` or ``data:image/png;base64,...``.
+    """
+    import cv2
+
+    bgr = np.ascontiguousarray(image[:, :, ::-1])  # OpenCV encodes BGR
+    fmt = image_format.lower()
+    if fmt in ("jpeg", "jpg"):
+        ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)])
+        mime = "image/jpeg"
+    elif fmt == "png":
+        ok, buf = cv2.imencode(".png", bgr)
+        mime = "image/png"
+    else:
+        raise ValueError(f"image_format must be 'jpeg' or 'png', not {image_format!r}")
+    if not ok:
+        raise ValueError("image encoding failed")
+    return f"data:{mime};base64,{base64.b64encode(buf.tobytes()).decode('ascii')}"
+
+
+class OpenAIBackend(Backend):
+    """Chat completions over HTTP through the ``openai`` client.
+
+    Args:
+        base_url: Server URL including ``/v1``.
+        model: Served model name (vLLM's ``--served-model-name``).
+        api_key_env: Name of the environment variable holding the API key. The key itself is
+            never a setting (settings end up in logs and launch files). When the variable is
+            unset, "EMPTY" is sent, which local vLLM/SGLang servers accept.
+        timeout_s: Per-request timeout (connect + read), seconds.
+        max_retries: Extra attempts after a connection error or a 5xx answer.
+        backoff_s: First retry delay; doubles per retry.
+        max_in_flight: HTTP requests in flight at once (across all batches).
+        image_format: "jpeg" or "png".
+        jpeg_quality: JPEG quality 1 to 100.
+        check_on_load: Ask the server for its models on ``load`` and log what it says (an
+            unreachable server does not fail loading: it may come up later).
+    """
+
+    name = "openai"
+    supports_cancel = True
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_BASE_URL,
+        model: str = DEFAULT_SERVED_MODEL,
+        api_key_env: str = "OPENAI_API_KEY",
+        timeout_s: float = 120.0,
+        max_retries: int = 2,
+        backoff_s: float = 0.5,
+        max_in_flight: int = 4,
+        image_format: str = "jpeg",
+        jpeg_quality: int = 90,
+        check_on_load: bool = True,
+    ) -> None:
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
+        if image_format.lower() not in ("jpeg", "jpg", "png"):
+            raise ValueError(f"image_format must be 'jpeg' or 'png', not {image_format!r}")
+        if not 1 <= int(jpeg_quality) <= 100:
+            raise ValueError("jpeg_quality must be in 1..100")
+        self.base_url = base_url
+        self.served_model = model
+        self.api_key_env = api_key_env
+        self.timeout_s = float(timeout_s)
+        self.max_retries = max(0, int(max_retries))
+        self.backoff_s = max(0.0, float(backoff_s))
+        self.max_in_flight = int(max_in_flight)
+        self.max_concurrency = self.max_in_flight
+        self.image_format = image_format
+        self.jpeg_quality = int(jpeg_quality)
+        self.check_on_load = check_on_load
+        self._client: Any = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._state = "not loaded"
+        self._lock = threading.Lock()
+
+    @property
+    def model_name(self) -> str:
+        return self.served_model
+
+    @property
+    def loaded(self) -> bool:
+        return self._client is not None
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    def describe(self) -> dict[str, object]:
+        info = super().describe()
+        info.update(
+            base_url=self.base_url,
+            max_in_flight=self.max_in_flight,
+            api_key_env=self.api_key_env,
+            api_key_set=bool(os.environ.get(self.api_key_env)),
+        )
+        return info
+
+    def load(self) -> None:
+        """Create the client (and probe the server when ``check_on_load``)."""
+        import openai
+
+        with self._lock:
+            if self._client is not None:
+                return
+            api_key = os.environ.get(self.api_key_env) or "EMPTY"
+            # Retries are ours (with backoff and cancellation); the client's would hide them.
+            self._client = openai.OpenAI(
+                base_url=self.base_url, api_key=api_key, timeout=self.timeout_s, max_retries=0
+            )
+            self._pool = ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="openai-req")
+            self._state = "loaded"
+        if self.check_on_load:
+            try:
+                served = [m.id for m in self._client.with_options(timeout=5.0).models.list()]
+            except Exception as exc:
+                self._state = "loaded (server unreachable at load)"
+                _LOG.warning(
+                    "OpenAI-compatible server at %s not reachable yet (%s); requests will retry",
+                    self.base_url,
+                    type(exc).__name__,
+                )
+                return
+            if served and self.served_model not in served:
+                _LOG.warning(
+                    "server at %s serves %s, not %r", self.base_url, served, self.served_model
+                )
+            self._state = "loaded"
+
+    def unload(self) -> None:
+        """Close the HTTP client and its worker threads."""
+        with self._lock:
+            client, pool = self._client, self._pool
+            self._client, self._pool = None, None
+            self._state = "not loaded"
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+        if client is not None:
+            client.close()
+
+    def _messages(self, image: np.ndarray, prompt: str) -> list[dict[str, Any]]:
+        url = encode_image(image, self.image_format, self.jpeg_quality)
+        # Same layout as the embedded backend: one user message, image first, no system text.
+        return [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": url}},
+                    {"type": "text", "text": prompt},
+                ],
+            }
+        ]
+
+    def _one(
+        self,
+        image: np.ndarray,
+        prompt: str,
+        settings: GenerationSettings,
+        cancel: threading.Event | None,
+    ) -> BackendOutput | BackendError:
+        import openai
+
+        client = self._client
+        if client is None:
+            return BackendError("backend not loaded")
+        try:
+            messages = self._messages(image, prompt)
+        except Exception as exc:
+            return BackendError(f"could not encode the image: {exc}")
+        extra: dict[str, Any] = {}
+        if settings.min_new_tokens:
+            extra["extra_body"] = {"min_tokens": int(settings.min_new_tokens)}
+        started = time.perf_counter()
+        attempt = 0
+        while True:
+            if cancel is not None and cancel.is_set():
+                return BackendError("cancelled")
+            try:
+                response = client.chat.completions.create(
+                    model=self.served_model,
+                    messages=messages,
+                    max_tokens=int(settings.max_new_tokens),
+                    temperature=float(settings.temperature),
+                    **extra,
+                )
+                return self._read(response, time.perf_counter() - started)
+            except openai.APITimeoutError:
+                # A slow server is not helped by sending it the same work again.
+                return BackendError(
+                    f"request to {self.base_url} timed out after {self.timeout_s:g} s"
+                )
+            except (openai.APIConnectionError, openai.InternalServerError) as exc:
+                retryable = True
+                reason = self._reason(exc)
+            except openai.APIStatusError as exc:
+                retryable = exc.status_code >= 500
+                reason = self._reason(exc)
+            except Exception as exc:  # malformed bodies and anything unexpected
+                retryable = False
+                reason = f"bad response from {self.base_url}: {type(exc).__name__}: {exc}"
+            if not retryable or attempt >= self.max_retries:
+                tries = f" after {attempt + 1} attempts" if attempt else ""
+                return BackendError(reason + tries)
+            delay = self.backoff_s * (2**attempt)
+            attempt += 1
+            _LOG.debug("retry %d in %.2f s: %s", attempt, delay, reason)
+            if cancel is not None:
+                if cancel.wait(delay):
+                    return BackendError("cancelled")
+            else:
+                time.sleep(delay)
+
+    def _reason(self, exc: Exception) -> str:
+        import openai
+
+        if isinstance(exc, openai.APIStatusError):
+            return f"server {self.base_url} answered HTTP {exc.status_code}: {exc.message}"
+        return f"cannot reach {self.base_url}: {type(exc).__name__}: {exc}"
+
+    @staticmethod
+    def _read(response: Any, seconds: float) -> BackendOutput | BackendError:
+        choices = getattr(response, "choices", None)
+        if not choices:
+            return BackendError(f"malformed response: no choices ({str(response)[:120]!r})")
+        message = getattr(choices[0], "message", None)
+        text = getattr(message, "content", None)
+        if not isinstance(text, str):
+            return BackendError("malformed response: the first choice has no text content")
+        usage = getattr(response, "usage", None)
+        prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+        output_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+        return BackendOutput(text, prompt_tokens, output_tokens, seconds)
+
+    def generate(
+        self,
+        images: list[np.ndarray],
+        prompts: list[str],
+        settings: GenerationSettings,
+        cancel: Sequence[threading.Event] | None = None,
+    ) -> list[BackendOutput | BackendError]:
+        """Send every row as its own request (concurrently, within ``max_in_flight``).
+
+        A cancelled row stops retrying; an HTTP request already sent runs to its end on the
+        server and its answer is discarded by the engine.
+        """
+        if len(images) != len(prompts):
+            raise ValueError("images and prompts differ in length")
+        pool = self._pool
+        if pool is None:
+            return [BackendError(f"backend not loaded ({self._state})") for _ in images]
+        events = list(cancel) if cancel is not None else [None] * len(images)
+        try:
+            futures = [
+                pool.submit(self._one, image, prompt, settings, event)
+                for image, prompt, event in zip(images, prompts, events, strict=True)
+            ]
+        except RuntimeError as exc:  # pool shut down by a concurrent unload
+            return [BackendError(f"backend unloaded: {exc}") for _ in images]
+        results: list[BackendOutput | BackendError] = []
+        for future in futures:
+            try:
+                results.append(future.result())
+            except Exception as exc:
+                results.append(BackendError(f"request failed: {type(exc).__name__}: {exc}"))
+        return results
