@@ -230,6 +230,7 @@ def test_unterminated_strings_and_escapes() -> None:
 def test_odd_inputs_never_raise(text: str) -> None:
     result = parse_output(text, image_size=(100, 100), options=["x", "y"])
     assert isinstance(result, SpatialResult)
+    assert not any("internal parser error" in w for w in result.warnings)
     json.dumps(result.to_dict())
 
 
@@ -269,3 +270,4 @@ def test_adversarial_megabyte_is_fast(text: str) -> None:
     assert elapsed < 1.0, elapsed
     assert len(result.objects) <= MAX_OBJECTS
     assert len(result.warnings) <= MAX_WARNINGS + 1
+    assert not any("internal parser error" in w for w in result.warnings)
