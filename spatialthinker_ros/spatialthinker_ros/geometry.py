@@ -1,0 +1,43 @@
+"""Facade over the geometry of the pipeline: model frame, camera intrinsics and 2D-to-3D lifting.
+
+Import from here in node code; the implementation lives in :mod:`spatialthinker_ros.model_frame`,
+:mod:`spatialthinker_ros.camera` and :mod:`spatialthinker_ros.lifting`.
+"""
+
+from __future__ import annotations
+
+from spatialthinker_ros.camera import (
+    DEFAULT_ASPECT_TOLERANCE,
+    CameraIntrinsics,
+    aspect_mismatch,
+    check_camera_info,
+    depth_to_metres,
+)
+from spatialthinker_ros.lifting import Lifted3D, LiftParams, lift_boxes
+from spatialthinker_ros.model_frame import (
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MIN_PIXELS,
+    ModelFrame,
+    model_input_size,
+    plan_model_frame,
+    prepare_image,
+    scale_boxes,
+)
+
+__all__ = [
+    "DEFAULT_ASPECT_TOLERANCE",
+    "DEFAULT_MAX_PIXELS",
+    "DEFAULT_MIN_PIXELS",
+    "CameraIntrinsics",
+    "LiftParams",
+    "Lifted3D",
+    "ModelFrame",
+    "aspect_mismatch",
+    "check_camera_info",
+    "depth_to_metres",
+    "lift_boxes",
+    "model_input_size",
+    "plan_model_frame",
+    "prepare_image",
+    "scale_boxes",
+]
