@@ -5,20 +5,26 @@ pixel for small boxes), all boxes at once, so lifting 20 boxes costs a few hundr
 no step touches the full image.
 
 **Choosing the object's depth.** Inside a box the depth samples are a mixture of the object, the
-background seen around a thin or hollow object, and occluders in front of it. We build a
-*centre-weighted* histogram of log depth (bins of ``bin_width`` relative size, so the resolution
-follows the sensor's depth-proportional noise), smooth it, and take the **nearest mode whose
-weighted mass is at least** ``mode_fraction`` **of the largest mode**. The centre weights (a tent
-over the box shrunk by ``shrink`` on each side, zero on the border) make the object, which the box
-is centred on, outweigh background showing at the box border and occluders that reach in from a
-side; taking the nearest of the significant modes prefers the object over the background behind
-it, which is farther by construction. A *band* around that mode then selects the object's pixels
-in the whole box: it grows outwards from the mode while the smoothed (unweighted) histogram stays
-above ``band_threshold`` of the mode's height, so it follows surfaces that recede in depth (side
-faces, slanted planes) and stops at the depth gap to the background; it is capped at
-``max_band`` times the box's lateral size (at least 0.1 m) so that a floor running from the object
-to the wall cannot widen it without limit. This is the approach of yolo_ros (centre-weighted
-histogram mode with an adaptive band); the nearest-significant-mode rule is ours.
+background seen around a thin object or through a hollow one, and occluders in front of it. We
+histogram log depth over the box shrunk by ``shrink`` on each side (bins of ``bin_width`` relative
+size, so the resolution follows the sensor's depth-proportional noise), smooth it, and take the
+**nearest centred significant mode**: the nearest histogram peak that holds at least
+``mode_fraction`` of the highest peak's samples *and* whose samples are centred in the box (their
+mean position lies within ``centre_tolerance`` box sizes of the box centre). The reasoning: the
+box was drawn around the object, so the object's pixels are centred in it; the background is
+farther than the object; an occluder is nearer but reaches in from a side or a corner, so its
+pixels are off-centre. Hence a thin pole with 80 % of its box showing the wall, or a frame with
+the wall visible through its middle, keeps the object's depth (nearest centred mode), and a
+bottle covering a third of a box from the side is skipped (off-centre). When no significant mode
+is centred, the highest peak is used. (yolo_ros uses centre-*weighted* histograms instead; those
+lose hollow objects, whose centre shows background.) An occluder that sits in the middle of the
+box is indistinguishable from the object and wins.
+
+A *band* around that mode then selects the object's pixels in the whole box: it grows outwards
+from the mode while the smoothed histogram stays above ``band_threshold`` of the mode's height,
+so it follows surfaces that recede in depth (side faces, slanted planes) and stops at the depth
+gap to the background; it is capped at ``max_band`` times the box's lateral size (at least
+0.1 m) so that a floor running from the object to the wall cannot widen it without limit.
 
 **Centre and size.** The kept pixels are back-projected with the intrinsics (optical frame: x
 right, y down, z forward). Lateral extents come from the sample grid's columns (for x) and rows
@@ -78,8 +84,10 @@ class LiftParams:
         min_size: Lower bound of every reported size.
         grid: At most ``grid x grid`` samples per box.
         bin_width: Relative width of the log-depth histogram bins (0.01 = 1 % of the depth).
-        mode_fraction: A nearer mode is the object when its centre-weighted mass is at least this
-            fraction of the largest mode's.
+        mode_fraction: A histogram peak is significant when it holds at least this fraction of
+            the highest peak's samples.
+        centre_tolerance: A significant peak is the object's when the mean position of its
+            samples is within this many box sizes of the box centre.
         band_threshold: The depth band grows while the smoothed histogram stays above this
             fraction of the mode's height.
         max_band: The band reaches at most this many times the box's lateral size (>= 0.1 m)
@@ -97,7 +105,8 @@ class LiftParams:
     min_size: float = 0.02
     grid: int = 24
     bin_width: float = 0.01
-    mode_fraction: float = 0.5
+    mode_fraction: float = 0.2
+    centre_tolerance: float = 0.2
     band_threshold: float = 0.05
     max_band: float = 1.0
     edge_fraction: float = 0.1
@@ -153,13 +162,14 @@ def _failure(reason: str, valid: int = 0, fill: float = 0.0) -> Lifted3D:
 
 
 def _smooth(h: np.ndarray) -> np.ndarray:
-    """Two passes of a [1, 2, 1] / 4 filter along the last axis (zero padded)."""
-    for _ in range(2):
-        out = 0.5 * h
-        out[:, 1:] += 0.25 * h[:, :-1]
-        out[:, :-1] += 0.25 * h[:, 1:]
-        h = out
-    return h
+    """[1, 4, 6, 4, 1] / 16 filter along the last axis, zero padded (two [1, 2, 1] passes)."""
+    out = 6.0 * h
+    out[..., 1:] += 4.0 * h[..., :-1]
+    out[..., :-1] += 4.0 * h[..., 1:]
+    out[..., 2:] += h[..., :-2]
+    out[..., :-2] += h[..., 2:]
+    out *= 1.0 / 16.0
+    return out
 
 
 def _row_quantiles(
@@ -175,8 +185,8 @@ def _row_quantiles(
     pos = last * np.asarray(qs, dtype=np.float64)[None, :]  # (N, Q)
     lo = pos.astype(np.intp)
     hi = np.minimum(lo + 1, last)
-    a = np.take_along_axis(srt, lo, axis=1)
-    b = np.take_along_axis(srt, hi, axis=1)
+    rows = np.arange(srt.shape[0])[:, None]
+    a, b = srt[rows, lo], srt[rows, hi]
     with np.errstate(invalid="ignore"):
         val = a + (b - a) * (pos - lo)
     val[count == 0] = np.nan
@@ -311,32 +321,46 @@ def lift_boxes(
     with np.errstate(invalid="ignore"):
         valid = sampled & (z >= p.min_depth) & (z <= p.max_depth)
 
-    # Centre weights: a tent over the inner (shrunk) region, zero on the border.
-    def tent(n: np.ndarray) -> np.ndarray:
-        t = (j[None, :] + 0.5) / n[:, None]
-        r = np.abs(2.0 * t - 1.0) / (1.0 - 2.0 * p.shrink)
-        return np.where(r <= 1.0, 0.05 + 0.95 * (1.0 - r), 0.0).astype(np.float32)
+    # Inner region (the box shrunk by `shrink` per side) and each sample's offset from the box
+    # centre, in box sizes.
+    tu = (j[None, :] + 0.5) / nu[:, None] - 0.5  # (N, g)
+    tv = (j[None, :] + 0.5) / nv[:, None] - 0.5
+    in_u = np.abs(tu) <= 0.5 - p.shrink
+    in_v = np.abs(tv) <= 0.5 - p.shrink
+    inner = (in_v[:, :, None] & in_u[:, None, :] & valid).astype(np.float32)
 
-    weight = tent(nv)[:, :, None] * tent(nu)[:, None, :] * valid
-
-    # Log-depth histograms: centre-weighted (to pick the mode) and plain counts (for the band).
+    # Log-depth histograms: of the inner samples (count and summed offsets, to pick the mode) and
+    # of the whole box (for the band).
     log_step = math.log1p(p.bin_width)
     n_bins = math.ceil(math.log(p.max_depth / p.min_depth) / log_step) + 1
     zs = np.where(valid, z, p.min_depth)
     bins = np.clip((np.log(zs / p.min_depth) / log_step).astype(np.intp), 0, n_bins - 1)
     flat = (np.arange(n_boxes)[:, None, None] * n_bins + bins).ravel()
-    hist_w = np.bincount(flat, weights=weight.ravel(), minlength=n_boxes * n_bins)
-    hist_c = np.bincount(flat, weights=valid.ravel(), minlength=n_boxes * n_bins)
-    hist_w = _smooth(hist_w.reshape(n_boxes, n_bins))
-    hist_c = _smooth(hist_c.reshape(n_boxes, n_bins))
+    size = n_boxes * n_bins
+    # One bincount for the four histograms: offset the bin index of each by `size`.
+    weights = np.stack(
+        [
+            inner,
+            inner * tu[:, None, :].astype(np.float32),
+            inner * tv[:, :, None].astype(np.float32),
+            valid.astype(np.float32),
+        ]
+    ).reshape(4, -1)
+    flat4 = (flat[None, :] + (np.arange(4) * size)[:, None]).ravel()
+    hists = np.bincount(flat4, weights=weights.ravel(), minlength=4 * size)
+    hist_i, off_u, off_v, hist_c = _smooth(hists.reshape(4, n_boxes, n_bins))
 
-    # Nearest significant mode of the weighted histogram.
-    padded = np.pad(hist_w, ((0, 0), (1, 1)))
-    peaks = (hist_w >= padded[:, :-2]) & (hist_w > padded[:, 2:]) & (hist_w > 0)
-    top = hist_w.max(axis=1, keepdims=True)
-    significant = peaks & (hist_w >= p.mode_fraction * top)
-    has_mode = significant.any(axis=1)
-    mode = np.argmax(significant, axis=1)
+    # Nearest centred significant peak; else the highest peak.
+    left = np.concatenate([np.zeros((n_boxes, 1)), hist_i[:, :-1]], axis=1)
+    right = np.concatenate([hist_i[:, 1:], np.zeros((n_boxes, 1))], axis=1)
+    peaks = (hist_i >= left) & (hist_i > right) & (hist_i > 0)
+    top = hist_i.max(axis=1, keepdims=True)
+    significant = peaks & (hist_i >= p.mode_fraction * top)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        offset = np.hypot(off_u, off_v) / hist_i
+    centred = significant & (offset <= p.centre_tolerance)
+    has_mode = top[:, 0] > 0
+    mode = np.where(centred.any(axis=1), np.argmax(centred, axis=1), np.argmax(hist_i, axis=1))
     rows = np.arange(n_boxes)
     z_mode_bin = p.min_depth * np.exp((mode + 0.5) * log_step)
 
