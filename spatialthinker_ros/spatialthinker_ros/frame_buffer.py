@@ -176,6 +176,13 @@ class FrameBuffer:
                 " clock): check clock sync / use_sim_time"
             )
         age = now - chosen.stamp
+        if age > max_frame_age and future_skipped is not None:
+            ahead = future_skipped.stamp - now
+            raise NoFrameError(
+                f"the newest colour frames are stamped in the future ({ahead:.3f} s ahead of the"
+                f" node's clock) and the last one before them is {age:.3f} s old: check clock"
+                " sync / use_sim_time"
+            )
         if age > max_frame_age:
             raise NoFrameError(
                 f"newest colour frame is {age:.3f} s old (max_frame_age {max_frame_age:g} s):"

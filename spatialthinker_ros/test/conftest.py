@@ -14,6 +14,10 @@ os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 100)))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# The shipped Fast DDS profile (large shared-memory segments): without it most
+# 640x480 frames are lost over best-effort QoS between processes (see README).
+_FASTDDS_PROFILE = Path(__file__).resolve().parents[1] / "config" / "fastdds_large_images.xml"
+os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(_FASTDDS_PROFILE))
 
 DATA_DIR = Path(__file__).parent / "data"
 

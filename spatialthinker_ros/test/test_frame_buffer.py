@@ -98,3 +98,9 @@ def test_rate_is_measured_from_arrivals() -> None:
     for i in range(31):
         buffer.add_colour(float(i), None, received=100.0 + i / 30.0)
     assert buffer.colour_stats.rate_hz(now=101.0) == pytest.approx(30.0, rel=0.01)
+
+
+def test_future_frames_after_old_ones_are_reported_as_future() -> None:
+    buffer = _buffer([10.0, 99.0, 99.1], [])
+    with pytest.raises(NoFrameError, match="stamped in the future"):
+        buffer.select(now=40.0, max_frame_age=1.0, sync_slop=0.05)

@@ -1,0 +1,843 @@
+"""spatialthinker_node: the ROS 2 lifecycle node around the inference engine.
+
+Thin glue. Colour and depth arrive serialized and are only buffered (their
+stamps read from the CDR bytes); a request picks its frames, converts just
+those, and hands the RGB image to the engine, whose own thread runs the model.
+When a result comes back (on the engine's thread) the node lifts the boxes to
+3D, publishes, and releases whoever waits: a service call, an action goal,
+the ~/question topic or the continuous-mode timer.
+
+Threading: one MultiThreadedExecutor. Inputs and timers sit in their own
+mutually exclusive groups and never block. Services and action goals wait for
+their answer in a reentrant group; the executor has one thread more than the
+most requests that can be waiting at once (queue + running batch), so a
+waiting call never starves inputs, timers or other calls. (Awaiting a future
+in an rclpy coroutine instead would make the executor spin hot while it waits.)
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.parameter import Parameter
+from rclpy.qos import (
+    QoSHistoryPolicy,
+    QoSProfile,
+    QoSReliabilityPolicy,
+)
+from rclpy.serialization import deserialize_message
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import Header, String
+from visualization_msgs.msg import MarkerArray
+
+from spatialthinker_msgs.action import Query as QueryAction
+from spatialthinker_msgs.msg import SceneGraph, SpatialAnswer
+from spatialthinker_msgs.srv import Query
+from spatialthinker_ros import images
+from spatialthinker_ros.annotate import draw_annotations
+from spatialthinker_ros.backends import GenerationSettings, create_backend
+from spatialthinker_ros.camera import CameraIntrinsics, depth_to_metres
+from spatialthinker_ros.engine import (
+    EngineConfig,
+    EngineResult,
+    InferenceEngine,
+    Priority,
+    RequestFailed,
+    RequestHandle,
+)
+from spatialthinker_ros.frame_buffer import (
+    FrameBuffer,
+    FrameSelection,
+    NoFrameError,
+    TopicStats,
+    cdr_header_stamp,
+)
+from spatialthinker_ros.lifting import LiftParams, lift_boxes
+from spatialthinker_ros.markers import scene_graph_markers
+from spatialthinker_ros.parameters import PARAMETERS, PARAMETERS_BY_NAME, split_options, validate
+from spatialthinker_ros.ros_conversions import answer_message, bounded, scene_graph_message
+
+NODE_NAME = "spatialthinker"
+MAX_OPTIONS = 26
+# How long past its deadline a waiting call gives a running request before
+# failing it itself (the engine fails queued requests at the deadline).
+DEADLINE_GRACE_S = 2.0
+
+
+class RequestRejected(Exception):
+    """A request that cannot start; the message is the reason users see."""
+
+
+@dataclass
+class PendingRequest:
+    """One request from the moment it is accepted until its single outcome."""
+
+    request_id: str
+    question: str
+    options: list[str]
+    source: str
+    started: float
+    deadline: float
+    selection: FrameSelection
+    header: Header
+    rgb: np.ndarray
+    handle: RequestHandle | None = None
+    answer: SpatialAnswer | None = None
+    failure: str | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def resolve(self, answer: SpatialAnswer | None = None, failure: str | None = None) -> bool:
+        """Record the outcome; only the first call counts (exactly one outcome)."""
+        with self._lock:
+            if self.done.is_set():
+                return False
+            self.answer, self.failure = answer, failure
+            self.done.set()
+            return True
+
+
+def _descriptor(name: str) -> ParameterDescriptor:
+    spec = PARAMETERS_BY_NAME[name]
+    text = spec.description
+    if spec.choices:
+        text += f" Choices: {', '.join(spec.choices)}."
+    if spec.read_only:
+        text += " Applied on configure."
+    return ParameterDescriptor(description=text)
+
+
+class SpatialThinkerNode(LifecycleNode):
+    """Answers spatial questions about the camera image with SpatialThinker."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        for spec in PARAMETERS:
+            self.declare_parameter(spec.name, spec.default, _descriptor(spec.name))
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.add_post_set_parameters_callback(self._after_set_parameters)
+
+        self._frames = FrameBuffer()
+        self._camera_info: CameraInfo | None = None
+        self._camera_info_stats = TopicStats()
+        self._input_errors: dict[str, str] = {}
+        self._ids = itertools.count(1)
+        self._engine: InferenceEngine | None = None
+        self._backend_state = "unconfigured"
+        self._active = False
+        self._continuous_pending: PendingRequest | None = None
+        self._state_lock = threading.Lock()
+
+        self._input_group = MutuallyExclusiveCallbackGroup()
+        self._timer_group = MutuallyExclusiveCallbackGroup()
+        self._request_group = ReentrantCallbackGroup()
+        self._input_subscriptions: list[Any] = []
+        self._continuous_timer = None
+        self._outputs_ready = False
+
+        # Query interfaces exist in every lifecycle state, so a caller always
+        # gets an answer: "inactive" is a reason, not silence.
+        self.create_service(
+            Query, "~/query", self._on_query_service, callback_group=self._request_group
+        )
+        self._action_server = ActionServer(
+            self,
+            QueryAction,
+            "~/query",
+            execute_callback=self._on_action_execute,
+            goal_callback=lambda _goal: GoalResponse.ACCEPT,
+            cancel_callback=lambda _goal: CancelResponse.ACCEPT,
+            callback_group=self._request_group,
+        )
+        self.create_subscription(
+            String, "~/question", self._on_question, 10, callback_group=self._input_group
+        )
+        self._answer_pub = self.create_publisher(SpatialAnswer, "~/answer", 10)
+        self._graph_pub = self.create_publisher(SceneGraph, "~/scene_graph", 10)
+        self._markers_pub = self.create_publisher(MarkerArray, "~/markers", 10)
+        self._debug_pub = self.create_publisher(Image, "~/debug_image", 2)
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(
+            self._param("diagnostics_period"),
+            self._publish_diagnostics,
+            callback_group=self._timer_group,
+        )
+
+    # ------------------------------------------------------------------ helpers
+
+    def _param(self, name: str) -> Any:
+        return self.get_parameter(name).value
+
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    @property
+    def executor_threads(self) -> int:
+        """Threads the executor needs so that waiting calls never starve the rest."""
+        return int(self._param("max_queue_size")) + int(self._param("max_batch_size")) + 4
+
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        configured = self._engine is not None
+        for param in params:
+            spec = PARAMETERS_BY_NAME.get(param.name)
+            if spec is None:
+                continue
+            if spec.read_only and configured:
+                return SetParametersResult(
+                    successful=False,
+                    reason=f"{param.name} is applied on configure: deactivate and clean up the"
+                    " node, set it, then configure again",
+                )
+            reason = validate(param.name, param.value)
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
+        return SetParametersResult(successful=True)
+
+    def _after_set_parameters(self, params: list[Parameter]) -> None:
+        if self._active and any(p.name == "rate_hz" for p in params):
+            self._start_continuous()
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        backend_name = self._param("backend")
+        model = self._param("model")
+        for spec in PARAMETERS:
+            reason = validate(spec.name, self._param(spec.name))
+            if reason:
+                self.get_logger().error(f"cannot configure: {reason}")
+                return TransitionCallbackReturn.FAILURE
+        self.get_logger().info(f"loading backend '{backend_name}' with model '{model}'")
+        self._backend_state = "loading"
+        config = EngineConfig(
+            max_queue_size=int(self._param("max_queue_size")),
+            max_batch_size=int(self._param("max_batch_size")),
+            default_timeout_s=float(self._param("request_timeout")),
+            frame_policy=self._param("coordinate_policy"),
+            min_pixels=int(self._param("min_pixels")),
+            max_pixels=int(self._param("max_pixels")),
+            generation=GenerationSettings(max_new_tokens=int(self._param("max_new_tokens"))),
+        )
+        try:
+            backend = create_backend(backend_name, **self._backend_options(backend_name))
+            engine = InferenceEngine(backend, config)
+            engine.start()
+        except Exception as error:  # any load failure is a reason, not a crash
+            reason = getattr(error, "reason", None) or str(error)
+            self._backend_state = f"load failed: {reason}"
+            self.get_logger().error(f"cannot configure: {reason}")
+            return TransitionCallbackReturn.FAILURE
+        self._engine = engine
+        self._backend_state = "ready"
+        self.get_logger().info(f"backend '{backend_name}' ready")
+        return super().on_configure(state)
+
+    def _backend_options(self, backend_name: str) -> dict[str, Any]:
+        model = self._param("model")
+        if backend_name == "openai":
+            return {
+                "model": model,
+                "base_url": self._param("openai.base_url"),
+                "api_key_env": self._param("openai.api_key_env"),
+                "timeout_s": float(self._param("openai.timeout")),
+                "max_retries": int(self._param("openai.max_retries")),
+                "max_in_flight": int(self._param("openai.max_in_flight")),
+                "image_format": self._param("openai.image_format"),
+                "jpeg_quality": int(self._param("openai.jpeg_quality")),
+                # A server that is down at start-up is a state for diagnostics,
+                # not a reason to refuse to configure: it may come up later.
+                "check_on_load": False,
+            }
+        return {
+            "model": model,
+            "device": self._param("device"),
+            "dtype": self._param("dtype"),
+            "attn_implementation": self._param("attn_implementation"),
+            "min_pixels": int(self._param("min_pixels")),
+            "max_pixels": int(self._param("max_pixels")),
+            "progress": lambda line: self.get_logger().info(line),
+        }
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._subscribe_inputs()
+        self._active = True
+        self._start_continuous()
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        self._stop_continuous()
+        for subscription in self._input_subscriptions:
+            self.destroy_subscription(subscription)
+        self._input_subscriptions.clear()
+        # Frames from before the pause must not answer questions after it.
+        self._frames.clear()
+        self._camera_info = None
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._shutdown_engine("node cleaned up")
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        self._stop_continuous()
+        self._shutdown_engine("node shutting down")
+        return super().on_shutdown(state)
+
+    def _shutdown_engine(self, reason: str) -> None:
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            # Every pending request gets an explicit failure; the backend
+            # unloads the model (and frees GPU memory).
+            engine.shutdown(reason)
+        self._backend_state = "unconfigured"
+
+    def close(self) -> None:
+        """Stop the engine; called once at process exit."""
+        self._active = False
+        self._shutdown_engine("node shutting down")
+
+    # ------------------------------------------------------------------- inputs
+
+    def _input_qos(self) -> QoSProfile:
+        reliability = (
+            QoSReliabilityPolicy.RELIABLE
+            if self._param("qos_reliability") == "reliable"
+            else QoSReliabilityPolicy.BEST_EFFORT
+        )
+        return QoSProfile(
+            history=QoSHistoryPolicy.KEEP_LAST,
+            depth=int(self._param("qos_depth")),
+            reliability=reliability,
+        )
+
+    def _subscribe_inputs(self) -> None:
+        qos = self._input_qos()
+        compressed = self._param("image_transport") == "compressed"
+        image_type, image_topic = (
+            (CompressedImage, "image/compressed") if compressed else (Image, "image")
+        )
+        subs = [
+            self.create_subscription(
+                image_type,
+                image_topic,
+                self._on_colour,
+                qos,
+                callback_group=self._input_group,
+                raw=True,
+            )
+        ]
+        if self._param("use_depth"):
+            subs.append(
+                self.create_subscription(
+                    Image, "depth", self._on_depth, qos, callback_group=self._input_group, raw=True
+                )
+            )
+            subs.append(
+                self.create_subscription(
+                    CameraInfo,
+                    "camera_info",
+                    self._on_camera_info,
+                    qos,
+                    callback_group=self._input_group,
+                )
+            )
+        self._input_subscriptions = subs
+
+    def _on_colour(self, data: bytes) -> None:
+        try:
+            stamp = cdr_header_stamp(data)
+        except ValueError as error:
+            self._input_errors["image"] = str(error)
+            return
+        self._frames.add_colour(stamp, data, time.monotonic())
+
+    def _on_depth(self, data: bytes) -> None:
+        try:
+            stamp = cdr_header_stamp(data)
+        except ValueError as error:
+            self._input_errors["depth"] = str(error)
+            return
+        self._frames.add_depth(stamp, data, time.monotonic())
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        self._camera_info = msg
+        stats = self._camera_info_stats
+        stats.count += 1
+        stats.last_received = time.monotonic()
+        stats.arrivals.append(stats.last_received)
+
+    # ----------------------------------------------------------------- requests
+
+    def _start_request(
+        self,
+        question: str,
+        options: Sequence[str],
+        max_frame_age: float,
+        timeout: float,
+        priority: Priority,
+        source: str,
+    ) -> PendingRequest:
+        """Validate, choose frames, convert the colour frame, and queue the request.
+
+        Raises:
+            RequestRejected: With the reason users see.
+        """
+        engine = self._engine
+        if not self._active or engine is None:
+            raise RequestRejected(
+                f"node is not active (lifecycle state '{self._state_label()}'):"
+                " configure and activate it first"
+            )
+        question = question.strip()
+        if not question:
+            raise RequestRejected("question is empty")
+        limit = int(self._param("max_question_chars"))
+        if len(question) > limit:
+            raise RequestRejected(
+                f"question is {len(question)} characters long (max_question_chars {limit})"
+            )
+        options = [str(o) for o in options]
+        if len(options) > MAX_OPTIONS:
+            raise RequestRejected(f"{len(options)} options given; at most {MAX_OPTIONS} (A-Z)")
+        for index, option in enumerate(options):
+            if not option.strip():
+                raise RequestRejected(f"option {chr(65 + index)} is empty")
+            if len(option) > 1024:
+                raise RequestRejected(f"option {chr(65 + index)} is longer than 1024 characters")
+        max_frame_age = max_frame_age if max_frame_age > 0 else float(self._param("max_frame_age"))
+        timeout = timeout if timeout > 0 else float(self._param("request_timeout"))
+        try:
+            selection = self._frames.select(
+                self._now(),
+                max_frame_age,
+                float(self._param("sync_slop")),
+                float(self._param("future_stamp_tolerance")),
+                bool(self._param("use_depth")),
+            )
+        except NoFrameError as error:
+            raise RequestRejected(str(error)) from error
+        header, rgb = self._convert_colour(selection.colour.message)
+        request_id = f"{source}-{next(self._ids)}"
+        now = time.monotonic()
+        pending = PendingRequest(
+            request_id=request_id,
+            question=question,
+            options=options,
+            source=source,
+            started=now,
+            deadline=now + timeout,
+            selection=selection,
+            header=header,
+            rgb=rgb,
+        )
+        handle = engine.submit(rgb, question, options, priority=priority, timeout=timeout)
+        pending.handle = handle
+        handle.future.add_done_callback(lambda future: self._on_engine_done(pending, future))
+        return pending
+
+    def _convert_colour(self, data: bytes) -> tuple[Header, np.ndarray]:
+        """Deserialize and convert the one colour frame a request uses."""
+        compressed = self._param("image_transport") == "compressed"
+        try:
+            if compressed:
+                msg = deserialize_message(data, CompressedImage)
+                rgb = images.decode_compressed_image(msg)
+            else:
+                msg = deserialize_message(data, Image)
+                rgb = images.to_rgb(images.image_to_numpy(msg), msg.encoding)
+        except Exception as error:
+            reason = f"colour frame unusable: {error}"
+            self._input_errors["image"] = reason
+            raise RequestRejected(reason) from error
+        self._input_errors.pop("image", None)
+        header = msg.header
+        if not header.frame_id and self._param("frame_id"):
+            header.frame_id = self._param("frame_id")
+        return header, rgb
+
+    def _on_engine_done(self, pending: PendingRequest, future: Any) -> None:
+        """Runs on the engine's thread when a request ends."""
+        try:
+            result: EngineResult = future.result()
+        except RequestFailed as error:
+            self._fail(pending, error.reason)
+            return
+        except Exception as error:  # a cancelled future or an engine bug: still one outcome
+            self._fail(pending, f"request failed: {error or type(error).__name__}")
+            return
+        try:
+            answer, lifted_labels = self._build_answer(pending, result)
+        except Exception as error:
+            self.get_logger().error(f"{pending.request_id}: could not build the answer: {error}")
+            self._fail(pending, f"could not build the answer: {error}")
+            return
+        if not pending.resolve(answer=answer):
+            return  # the caller already gave up (deadline); its failure stands
+        if pending.source == "continuous":
+            self._input_errors.pop("continuous", None)
+        if self._active:
+            self._publish_outputs(pending, answer, lifted_labels)
+
+    def _fail(self, pending: PendingRequest, reason: str) -> None:
+        """Record a failure; requests nobody waits on report it where users look."""
+        if not pending.resolve(failure=reason):
+            return
+        if pending.source == "topic":
+            self._publish_failure(pending.question, reason)
+        elif pending.source == "continuous":
+            self._input_errors["continuous"] = f"standing question failed: {reason}"
+
+    def _build_answer(
+        self, pending: PendingRequest, result: EngineResult
+    ) -> tuple[SpatialAnswer, list[str | None]]:
+        lifted = None
+        reason = pending.selection.depth_reason
+        warnings: list[str] = []
+        boxes = [obj.bbox for obj in result.result.objects]
+        if pending.selection.depth is not None and boxes:
+            lifted, reason = self._lift(pending, boxes)
+            if lifted is None:
+                warnings.append(f"no 3D: {reason}")
+            else:
+                missing = [item for item in lifted if not item.has_3d]
+                if missing:
+                    warnings.append(
+                        f"no 3D for {len(missing)} of {len(lifted)} objects: {missing[0].reason}"
+                    )
+        elif not pending.selection.depth and boxes and self._param("use_depth"):
+            warnings.append(f"no 3D: {reason}")
+        graph = scene_graph_message(pending.header, result, lifted, reason)
+        answer = answer_message(
+            pending.header,
+            pending.request_id,
+            pending.question,
+            pending.options,
+            result,
+            graph,
+            warnings,
+        )
+        distances = [
+            f"{np.linalg.norm([o.center.x, o.center.y, o.center.z]):.2f} m" if o.has_3d else None
+            for o in graph.objects
+        ]
+        return answer, distances
+
+    def _lift(self, pending: PendingRequest, boxes: list) -> tuple[list | None, str]:
+        info = self._camera_info
+        if info is None:
+            return None, "no camera_info received on 'camera_info'"
+        height, width = pending.rgb.shape[:2]
+        try:
+            intrinsics = CameraIntrinsics.from_camera_info(info)
+        except ValueError as error:
+            self._input_errors["camera_info"] = str(error)
+            return None, f"camera_info unusable: {error}"
+        if (intrinsics.width, intrinsics.height) != (width, height):
+            try:
+                intrinsics = intrinsics.scaled(width, height)
+            except ValueError as error:
+                return None, (
+                    f"camera_info is {intrinsics.width}x{intrinsics.height} but the colour image"
+                    f" is {width}x{height}: {error}"
+                )
+        try:
+            depth_msg = deserialize_message(pending.selection.depth.message, Image)
+            depth_m = depth_to_metres(images.image_to_numpy(depth_msg), depth_msg.encoding)
+        except Exception as error:
+            reason = f"depth frame unusable: {error}"
+            self._input_errors["depth"] = reason
+            return None, reason
+        self._input_errors.pop("depth", None)
+        params = LiftParams(
+            shrink=float(self._param("depth.shrink")),
+            min_depth=float(self._param("depth.min_depth")),
+            max_depth=float(self._param("depth.max_depth")),
+            min_valid_pixels=int(self._param("depth.min_valid_pixels")),
+            min_size=float(self._param("depth.min_size")),
+        )
+        try:
+            lifted = lift_boxes(
+                boxes, depth_m, intrinsics, image_size=(width, height), params=params
+            )
+        except ValueError as error:
+            return None, str(error)
+        return lifted, ""
+
+    def _publish_outputs(
+        self, pending: PendingRequest, answer: SpatialAnswer, distances: list[str | None]
+    ) -> None:
+        self._graph_pub.publish(answer.scene_graph)
+        self._answer_pub.publish(answer)
+        # Heavy outputs only while someone looks at them.
+        if self._markers_pub.get_subscription_count() > 0:
+            self._markers_pub.publish(scene_graph_markers(answer.scene_graph))
+        if self._debug_pub.get_subscription_count() > 0:
+            objects = [
+                (o.id, (o.x_min, o.y_min, o.x_max, o.y_max), distance)
+                for o, distance in zip(answer.scene_graph.objects, distances, strict=True)
+            ]
+            annotated = draw_annotations(
+                pending.rgb, objects, answer=answer.answer or None, question=pending.question
+            )
+            self._debug_pub.publish(images.numpy_to_image(annotated, "rgb8", pending.header))
+
+    def _wait(self, pending: PendingRequest) -> None:
+        """Block this executor thread until the request has its one outcome."""
+        remaining = pending.deadline - time.monotonic() + DEADLINE_GRACE_S
+        if not pending.done.wait(max(remaining, 0.0)):
+            if pending.handle is not None:
+                pending.handle.cancel()
+            budget = pending.deadline - pending.started
+            self._fail(pending, f"deadline passed: no answer within {budget:g} s")
+
+    def _on_query_service(self, request: Query.Request, response: Query.Response) -> Query.Response:
+        try:
+            pending = self._start_request(
+                request.question,
+                list(request.options),
+                request.max_frame_age,
+                request.timeout,
+                Priority.QUERY,
+                "service",
+            )
+        except RequestRejected as error:
+            self.get_logger().warning(f"query rejected: {error}")
+            response.success, response.message = False, bounded(str(error))
+            return response
+        self._wait(pending)
+        if pending.answer is not None:
+            response.success, response.answer = True, pending.answer
+        else:
+            self.get_logger().warning(f"{pending.request_id} failed: {pending.failure}")
+            response.success, response.message = False, bounded(pending.failure)
+        return response
+
+    def _on_action_execute(self, goal_handle: Any) -> QueryAction.Result:
+        goal = goal_handle.request
+        result = QueryAction.Result()
+        try:
+            pending = self._start_request(
+                goal.question,
+                list(goal.options),
+                goal.max_frame_age,
+                goal.timeout,
+                Priority.QUERY,
+                "action",
+            )
+        except RequestRejected as error:
+            goal_handle.abort()
+            result.success, result.message = False, bounded(str(error))
+            return result
+        last_feedback = None
+        while True:
+            feedback = self._feedback(pending)
+            if feedback != last_feedback and not pending.done.is_set():
+                goal_handle.publish_feedback(
+                    QueryAction.Feedback(state=feedback[0], queue_position=feedback[1])
+                )
+                last_feedback = feedback
+            if pending.done.wait(0.05):
+                break
+            if goal_handle.is_cancel_requested:
+                if pending.handle is not None:
+                    pending.handle.cancel()
+                pending.resolve(failure="cancelled by the client")
+                break
+            if time.monotonic() > pending.deadline + DEADLINE_GRACE_S:
+                self._wait(pending)
+                break
+        if pending.answer is not None:
+            goal_handle.succeed()
+            result.success, result.answer = True, pending.answer
+        elif goal_handle.is_cancel_requested:
+            goal_handle.canceled()
+            result.success, result.message = False, bounded(pending.failure)
+        else:
+            goal_handle.abort()
+            result.success, result.message = False, bounded(pending.failure)
+        return result
+
+    def _feedback(self, pending: PendingRequest) -> tuple[str, int]:
+        engine, handle = self._engine, pending.handle
+        if handle is None or engine is None:
+            return "queued", 0
+        state = handle.state
+        if state == "queued":
+            return "queued", max(int(engine.queue_position(handle)), 0)
+        return "running", 0
+
+    def _on_question(self, msg: String) -> None:
+        """~/question: answer on ~/answer; a failure is published there too, as a warning."""
+        try:
+            self._start_request(msg.data, [], 0.0, 0.0, Priority.QUERY, "topic")
+        except RequestRejected as error:
+            self._publish_failure(msg.data, str(error))
+
+    def _publish_failure(self, question: str, reason: str) -> None:
+        self.get_logger().warning(f"question failed: {reason}")
+        answer = SpatialAnswer(question=bounded(question), choice_index=-1)
+        answer.warnings = [bounded(f"request failed: {reason}", 1024)]
+        answer.header.stamp = self.get_clock().now().to_msg()
+        self._answer_pub.publish(answer)
+
+    # ------------------------------------------------------------ continuous mode
+
+    def _start_continuous(self) -> None:
+        self._stop_continuous()
+        rate = float(self._param("rate_hz"))
+        if rate > 0 and self._active:
+            self._continuous_timer = self.create_timer(
+                1.0 / rate, self._on_continuous_tick, callback_group=self._timer_group
+            )
+
+    def _stop_continuous(self) -> None:
+        if self._continuous_timer is not None:
+            self.destroy_timer(self._continuous_timer)
+            self._continuous_timer = None
+
+    def _on_continuous_tick(self) -> None:
+        question = str(self._param("continuous_question"))
+        if not question.strip():
+            self._input_errors["continuous"] = "rate_hz > 0 but continuous_question is empty"
+            return
+        previous = self._continuous_pending
+        if previous is not None and not previous.done.is_set():
+            return  # one standing question at a time: never pile up stale frames
+        try:
+            self._continuous_pending = self._start_request(
+                question,
+                split_options(str(self._param("continuous_options"))),
+                0.0,
+                max(1.0 / float(self._param("rate_hz")), float(self._param("request_timeout"))),
+                Priority.CONTINUOUS,
+                "continuous",
+            )
+            self._input_errors.pop("continuous", None)
+        except RequestRejected as error:
+            self._input_errors["continuous"] = str(error)
+
+    # --------------------------------------------------------------- diagnostics
+
+    def _state_label(self) -> str:
+        if self._active:
+            return "active"
+        return "inactive" if self._engine is not None else "unconfigured"
+
+    def _publish_diagnostics(self) -> None:
+        now = time.monotonic()
+        array = DiagnosticArray()
+        array.header.stamp = self.get_clock().now().to_msg()
+        array.status = [self._inputs_status(now), self._engine_status()]
+        self._diagnostics_pub.publish(array)
+
+    def _inputs_status(self, now: float) -> DiagnosticStatus:
+        status = DiagnosticStatus(
+            name=f"{self.get_name()}: inputs", hardware_id=self._hardware_id()
+        )
+        values: list[KeyValue] = []
+        stale = []
+        topics = [("image", self._frames.colour_stats)]
+        if self._param("use_depth"):
+            topics += [
+                ("depth", self._frames.depth_stats),
+                ("camera_info", self._camera_info_stats),
+            ]
+        for name, stats in topics:
+            age = now - stats.last_received if stats.last_received is not None else None
+            values.append(KeyValue(key=f"{name} rate (Hz)", value=f"{stats.rate_hz(now):.1f}"))
+            values.append(
+                KeyValue(key=f"{name} age (s)", value="never" if age is None else f"{age:.2f}")
+            )
+            values.append(KeyValue(key=f"{name} received", value=str(stats.count)))
+            if age is None or age > float(self._param("max_frame_age")):
+                stale.append(name)
+        for name, error in sorted(self._input_errors.items()):
+            values.append(KeyValue(key=f"{name} error", value=bounded(error, 512)))
+        status.values = values
+        if not self._active:
+            status.level, status.message = DiagnosticStatus.OK, "inactive: inputs not subscribed"
+        elif self._input_errors:
+            status.level = DiagnosticStatus.WARN
+            status.message = bounded("; ".join(sorted(self._input_errors.values())), 512)
+        elif stale:
+            status.level, status.message = DiagnosticStatus.WARN, f"no recent {', '.join(stale)}"
+        else:
+            status.level, status.message = DiagnosticStatus.OK, "receiving"
+        return status
+
+    def _engine_status(self) -> DiagnosticStatus:
+        status = DiagnosticStatus(
+            name=f"{self.get_name()}: engine", hardware_id=self._hardware_id()
+        )
+        engine = self._engine
+        values = [
+            KeyValue(key="lifecycle state", value=self._state_label()),
+            KeyValue(key="backend", value=str(self._param("backend"))),
+            KeyValue(key="model", value=bounded(str(self._param("model")), 512)),
+        ]
+        backend_state = self._backend_state
+        if engine is not None:
+            stats = engine.stats()
+            backend_state = str(stats.get("backend_state", backend_state))
+            for key, value in stats.items():
+                if key == "backend_state":
+                    continue
+                text = f"{value:.3f}" if isinstance(value, float) else str(value)
+                values.append(KeyValue(key=str(key), value=bounded(text, 512)))
+        values.append(KeyValue(key="backend state", value=bounded(backend_state, 512)))
+        status.values = values
+        healthy = backend_state in ("ready", "loaded", "ok", "idle", "busy", "running")
+        if engine is None:
+            level = DiagnosticStatus.WARN if "failed" in backend_state else DiagnosticStatus.OK
+            status.level, status.message = level, bounded(f"backend {backend_state}", 512)
+        elif healthy:
+            status.level, status.message = DiagnosticStatus.OK, f"backend {backend_state}"
+        else:
+            status.level, status.message = (
+                DiagnosticStatus.ERROR,
+                bounded(f"backend {backend_state}", 512),
+            )
+        return status
+
+    def _hardware_id(self) -> str:
+        return bounded(f"{self._param('backend')}:{self._param('model')}", 256)
+
+
+def main(args: list[str] | None = None) -> None:
+    """Run spatialthinker_node until shut down."""
+    rclpy.init(args=args)
+    node = SpatialThinkerNode()
+    executor = MultiThreadedExecutor(num_threads=node.executor_threads)
+    executor.add_node(node)
+    try:
+        if node.get_parameter("autostart").value:
+            node.trigger_configure()
+            if node._engine is not None:
+                node.trigger_activate()
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.close()
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

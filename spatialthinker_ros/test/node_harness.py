@@ -1,0 +1,297 @@
+"""Run spatialthinker_node as a real subprocess and play camera and planner around it.
+
+The node runs exactly as a robot runs it (``python -m spatialthinker_ros.node
+--ros-args --params-file ...``); this process publishes the synthetic RGB-D
+scene at a steady rate, calls the node's service and action, and records what
+the node publishes. Traffic stays on loopback in this run's ROS domain
+(conftest sets ROS_AUTOMATIC_DISCOVERY_RANGE and ROS_DOMAIN_ID).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rclpy
+import yaml
+from diagnostic_msgs.msg import DiagnosticArray
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState, GetState
+from rclpy.action import ActionClient
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import String
+from visualization_msgs.msg import MarkerArray
+
+from spatialthinker_msgs.action import Query as QueryAction
+from spatialthinker_msgs.msg import SceneGraph, SpatialAnswer
+from spatialthinker_msgs.srv import Query
+from spatialthinker_ros.images import numpy_to_image
+from spatialthinker_ros.synthetic_scene import SyntheticScene, demo_scene
+
+NODE = "/spatialthinker"
+# Which synthetic objects the scripted model "sees", with the ids it writes.
+SCRIPTED_OBJECTS = {"red_box.1": 0, "green_box.1": 1, "white_pillar.1": 6}
+
+
+def camera_info_for(scene: SyntheticScene, frame_id: str) -> CameraInfo:
+    """CameraInfo of the scene's colour camera."""
+    k = scene.intrinsics
+    info = CameraInfo()
+    info.header.frame_id = frame_id
+    info.width, info.height = k.width, k.height
+    info.k = [k.fx, 0.0, k.cx, 0.0, k.fy, k.cy, 0.0, 0.0, 1.0]
+    info.p = [k.fx, 0.0, k.cx, 0.0, 0.0, k.fy, k.cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+    info.distortion_model = "plumb_bob"
+    info.d = [0.0] * 5
+    return info
+
+
+def scripted_reply(scene: SyntheticScene) -> Callable[[dict], str]:
+    """A scripted model: answers in SpatialThinker format with boxes framing the objects.
+
+    The boxes are written in the frame the prompt states (read from its
+    ``Image size: W x H`` line), as the real model does.
+    """
+
+    def reply(body: dict[str, Any]) -> str:
+        text = " ".join(
+            part.get("text", "")
+            for message in body.get("messages", [])
+            for part in (message.get("content") if isinstance(message.get("content"), list) else [])
+            if isinstance(part, dict)
+        )
+        match = re.search(r"Image size: (\d+) x (\d+)", text)
+        width, height = (int(match[1]), int(match[2])) if match else (640, 480)
+        sx, sy = width / scene.rgb.shape[1], height / scene.rgb.shape[0]
+        objects = []
+        for object_id, index in SCRIPTED_OBJECTS.items():
+            x1, y1, x2, y2 = scene.objects[index].bbox
+            box = [round(x1 * sx), round(y1 * sy), round(x2 * sx), round(y2 * sy)]
+            objects.append(f'{{"id": "{object_id}", "bbox": {box}}}')
+        scene_json = (
+            '{"objects": [' + ", ".join(objects) + '], "relationships": ['
+            '{"subject": "red_box.1", "predicate": "in front of", "object": "green_box.1"},'
+            '{"subject": "green_box.1", "predicate": "left of", "object": "white_pillar.1"}]}'
+        )
+        return (
+            "<observe> A red box close to the camera, a green box and a white pillar. </observe>\n"
+            f"<scene>\n{scene_json}\n</scene>\n"
+            "<think> The red box is nearest, so it is in front of the green box. </think>\n"
+            "<answer> (A) in front </answer>"
+        )
+
+    return reply
+
+
+class NodeProcess:
+    """spatialthinker_node in a subprocess with a params file."""
+
+    def __init__(self, params: dict[str, Any], remaps: dict[str, str] | None = None) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="spatialthinker_node_")
+        self.params_file = Path(self._dir.name) / "params.yaml"
+        self.params_file.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
+        self.log_path = Path(self._dir.name) / "node.log"
+        remaps = remaps or {
+            "image": "/test_cam/image",
+            "depth": "/test_cam/depth",
+            "camera_info": "/test_cam/camera_info",
+        }
+        args = [sys.executable, "-m", "spatialthinker_ros.node", "--ros-args"]
+        args += ["--params-file", str(self.params_file)]
+        for name, target in remaps.items():
+            args += ["-r", f"{name}:={target}"]
+        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            args, stdout=self._log, stderr=subprocess.STDOUT, env=dict(os.environ)
+        )
+
+    def log(self) -> str:
+        """Everything the node printed so far."""
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """Interrupt the node as Ctrl-C would and wait for it to exit."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self._log.close()
+        code = self.process.returncode
+        self._dir.cleanup()
+        return code
+
+
+class Rig:
+    """Camera + planner + observer in this process, talking to the node over DDS."""
+
+    def __init__(self, scene: SyntheticScene | None = None, rate_hz: float = 10.0) -> None:
+        self.scene = scene or demo_scene()
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node("test_rig", context=self.context)
+        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
+        self.executor.add_node(self.node)
+        self.frame_id = "camera_color_optical_frame"
+        self._image_pub = self.node.create_publisher(
+            Image, "/test_cam/image", qos_profile_sensor_data
+        )
+        self._depth_pub = self.node.create_publisher(
+            Image, "/test_cam/depth", qos_profile_sensor_data
+        )
+        self._info_pub = self.node.create_publisher(
+            CameraInfo, "/test_cam/camera_info", qos_profile_sensor_data
+        )
+        self.query_client = self.node.create_client(Query, f"{NODE}/query")
+        self.action_client = ActionClient(self.node, QueryAction, f"{NODE}/query")
+        self.change_state = self.node.create_client(ChangeState, f"{NODE}/change_state")
+        self.get_state = self.node.create_client(GetState, f"{NODE}/get_state")
+        self.question_pub = self.node.create_publisher(String, f"{NODE}/question", 10)
+        self.answers: list[SpatialAnswer] = []
+        self.graphs: list[SceneGraph] = []
+        self.markers: list[MarkerArray] = []
+        self.diagnostics: list[DiagnosticArray] = []
+        self.debug_images: list[Image] = []
+        self._lock = threading.Lock()
+        self.node.create_subscription(SpatialAnswer, f"{NODE}/answer", self._keep(self.answers), 10)
+        self.node.create_subscription(
+            SceneGraph, f"{NODE}/scene_graph", self._keep(self.graphs), 10
+        )
+        self.node.create_subscription(MarkerArray, f"{NODE}/markers", self._keep(self.markers), 10)
+        self.node.create_subscription(
+            DiagnosticArray, "/diagnostics", self._keep(self.diagnostics), 10
+        )
+        self.node.create_subscription(
+            Image, f"{NODE}/debug_image", self._keep(self.debug_images), 2
+        )
+        # What the camera sends; tests change these to inject bad input.
+        self.colour_override: Callable[[], Image] | None = None
+        self.depth_override: Callable[[], Image] | None = None
+        self.send_depth = True
+        self.send_info = True
+        self.info_override: CameraInfo | None = None
+        self.stamp_offset = 0.0
+        self.camera_on = True
+        self._depth_msg = numpy_to_image(self.scene.depth_mm, "16UC1")
+        self._colour_msg = numpy_to_image(self.scene.rgb, "rgb8")
+        self._info = camera_info_for(self.scene, self.frame_id)
+        self.node.create_timer(1.0 / rate_hz, self._publish_frame)
+        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self._thread.start()
+
+    def _keep(self, store: list) -> Callable[[Any], None]:
+        def keep(msg: Any) -> None:
+            with self._lock:
+                store.append(msg)
+
+        return keep
+
+    def _publish_frame(self) -> None:
+        if not self.camera_on:
+            return
+        now = self.node.get_clock().now().nanoseconds * 1e-9 + self.stamp_offset
+        sec = int(np.floor(now))
+        stamp = {"sec": sec, "nanosec": int((now - sec) * 1e9)}
+
+        def stamped(msg: Any) -> Any:
+            msg.header.stamp.sec, msg.header.stamp.nanosec = stamp["sec"], stamp["nanosec"]
+            msg.header.frame_id = self.frame_id
+            return msg
+
+        colour = self.colour_override() if self.colour_override else self._colour_msg
+        self._image_pub.publish(stamped(colour))
+        if self.send_depth:
+            depth = self.depth_override() if self.depth_override else self._depth_msg
+            self._depth_pub.publish(stamped(depth))
+        if self.send_info:
+            self._info_pub.publish(stamped(self.info_override or self._info))
+
+    # ----------------------------------------------------------------- planner
+
+    def wait_for_node(self, timeout: float = 60.0) -> None:
+        """Wait until the node's query service is up and it is active."""
+        assert self.query_client.wait_for_service(timeout_sec=timeout), "node never came up"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.lifecycle_state() == "active":
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"node not active after {timeout} s: {self.lifecycle_state()}")
+
+    def query(
+        self,
+        question: str = "Is the red box in front of or behind the green box?",
+        options: list[str] | None = None,
+        timeout: float = 0.0,
+        max_frame_age: float = 0.0,
+        wait: float = 60.0,
+    ) -> Query.Response:
+        """Call ~/query and wait for its response."""
+        request = Query.Request(
+            question=question,
+            options=["in front", "behind"] if options is None else options,
+            timeout=timeout,
+            max_frame_age=max_frame_age,
+        )
+        future = self.query_client.call_async(request)
+        return self.wait_future(future, wait)
+
+    @staticmethod
+    def wait_future(future: Any, wait: float) -> Any:
+        deadline = time.monotonic() + wait
+        while not future.done():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no response within {wait} s")
+            time.sleep(0.01)
+        return future.result()
+
+    def transition(self, transition_id: int) -> bool:
+        """Ask the node for a lifecycle transition; True when it succeeded."""
+        assert self.change_state.wait_for_service(timeout_sec=10.0)
+        future = self.change_state.call_async(
+            ChangeState.Request(transition=Transition(id=transition_id))
+        )
+        return bool(self.wait_future(future, 120.0).success)
+
+    def lifecycle_state(self) -> str:
+        if not self.get_state.wait_for_service(timeout_sec=10.0):
+            return "unknown"
+        future = self.get_state.call_async(GetState.Request())
+        return self.wait_future(future, 10.0).current_state.label
+
+    def latest(self, store: list, predicate: Callable[[Any], bool], wait: float = 10.0) -> Any:
+        """Wait for a received message that satisfies ``predicate``; the newest one."""
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            with self._lock:
+                found = [m for m in store if predicate(m)]
+            if found:
+                return found[-1]
+            time.sleep(0.05)
+        raise AssertionError("expected message never arrived")
+
+    def settle(self, seconds: float = 0.5) -> None:
+        """Let a few frames of the current camera setting reach the node."""
+        time.sleep(seconds)
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.action_client.destroy()
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+        self._thread.join(5)
