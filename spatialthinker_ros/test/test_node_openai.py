@@ -101,11 +101,10 @@ def test_service_answers_with_3d_objects_within_3cm(node, rig, server) -> None:
         assert np.linalg.norm(centre - np.array(truth.center)) < 0.03, (obj.id, centre)
         # Boxes come back in camera pixels, whatever size the model was given.
         assert abs(obj.x_min - truth.bbox[0]) <= 2 and abs(obj.y_max - truth.bbox[3]) <= 2
-    assert [(r.subject, r.predicate, r.object) for r in graph.relations][0] == (
-        "red_box.1",
-        "in front of",
-        "green_box.1",
-    )
+    assert [(r.subject, r.predicate, r.object) for r in graph.relations] == [
+        ("red_box.1", "in front of", "green_box.1"),
+        ("green_box.1", "left of", "white_pillar.1"),
+    ]
     # The server saw the image and our prompt with the size the model was given.
     body = server.completion_requests[-1]
     assert any("Image size: " in text for text in request_texts(body))
