@@ -256,6 +256,18 @@ class InferenceEngine:
             if self.config.max_pixels is not None
             else model_frame.DEFAULT_MAX_PIXELS
         )
+        for name, ours in (("min_pixels", self._min_pixels), ("max_pixels", self._max_pixels)):
+            theirs = getattr(backend, name, None)
+            if theirs is not None and self.config.frame_policy == "resize" and theirs != ours:
+                # The processor would resize our model frame again and the stated size
+                # would no longer be the size the model sees.
+                _LOG.warning(
+                    "backend %s=%s differs from the engine's %s=%s: boxes may be skewed",
+                    name,
+                    theirs,
+                    name,
+                    ours,
+                )
         self._workers_wanted = max(
             1, int(self.config.max_in_flight or getattr(backend, "max_concurrency", 1) or 1)
         )
