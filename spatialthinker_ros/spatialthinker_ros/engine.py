@@ -26,7 +26,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -275,6 +275,7 @@ class InferenceEngine:
         self._cond = threading.Condition(self._lock)
         self._queues: tuple[deque[_Request], deque[_Request]] = (deque(), deque())
         self._running: dict[int, _Request] = {}
+        self._deliveries: list[tuple[Future[EngineResult], EngineResult | RequestFailed]] = []
         self._ids = itertools.count(1)
         self._threads: list[threading.Thread] = []
         self._accepting = True
@@ -298,7 +299,7 @@ class InferenceEngine:
                 load runs in the background; requests queue meanwhile and fail with the
                 reason if loading fails.
         """
-        with self._lock:
+        with self._locked():
             if self._started:
                 return
             if self._stopping:
@@ -309,7 +310,7 @@ class InferenceEngine:
             try:
                 self._load()
             except BackendError:
-                with self._lock:
+                with self._locked():
                     self._started = False
                 raise
             self._spawn_workers()
@@ -325,11 +326,11 @@ class InferenceEngine:
             if not self.backend.loaded:
                 self.backend.load()
         except BackendError as exc:
-            with self._lock:
+            with self._locked():
                 self._load_error = exc.reason
                 self._engine_state = "failed"
             raise
-        with self._lock:
+        with self._locked():
             self._engine_state = "running" if not self._stopping else "stopped"
 
     def _load_then_spawn(self) -> None:
@@ -342,7 +343,7 @@ class InferenceEngine:
             return
         except Exception as exc:  # a bug in a backend must not leave requests hanging
             _LOG.exception("backend load crashed")
-            with self._lock:
+            with self._locked():
                 self._load_error = f"{type(exc).__name__}: {exc}"
                 self._engine_state = "failed"
             self._fail_all_queued(f"backend failed to load: {self._load_error}", "backend")
@@ -350,7 +351,7 @@ class InferenceEngine:
         self._spawn_workers()
 
     def _spawn_workers(self) -> None:
-        with self._lock:
+        with self._locked():
             if self._stopping:
                 return
             for i in range(self._workers_wanted):
@@ -372,7 +373,7 @@ class InferenceEngine:
             reason: Reason given to every pending request (kind "shutdown").
             timeout: Seconds to wait for workers still inside a backend call.
         """
-        with self._lock:
+        with self._locked():
             if self._stopping:
                 return
             self._stopping = True
@@ -393,7 +394,7 @@ class InferenceEngine:
             self.backend.unload()
         except Exception:  # unloading is best effort at shutdown
             _LOG.exception("backend unload failed")
-        with self._lock:
+        with self._locked():
             self._engine_state = "stopped"
 
     # ------------------------------------------------------------------ submission
@@ -433,7 +434,7 @@ class InferenceEngine:
         )
         handle = RequestHandle(self, request)
         problem = self._validate(image)
-        with self._lock:
+        with self._locked():
             if problem is not None:
                 self._counts["rejected"] += 1
                 self._finish_locked(request, RequestFailed(problem, "invalid"), None)
@@ -484,7 +485,7 @@ class InferenceEngine:
     def queue_position(self, handle: RequestHandle) -> int:
         """Requests that would run before this one (0 = next); -1 when it is not queued."""
         request = handle._request
-        with self._lock:
+        with self._locked():
             if request.state != "queued":
                 return -1
             queue = self._queues[request.priority]
@@ -516,13 +517,38 @@ class InferenceEngine:
             self._latencies.append(outcome.total_s)
             if outcome.inference_s > 0:
                 self._token_rates.append((outcome.output_tokens, outcome.inference_s))
-            request.future.set_result(outcome)
-        else:
-            request.future.set_exception(outcome)
+        # Resolved by _flush after the lock is released: done-callbacks run in the resolving
+        # thread, and a callback that publishes, or submits the next request, must neither
+        # block the engine nor deadlock on its lock.
+        self._deliveries.append((request.future, outcome))
         return True
 
-    def _cancel(self, request: _Request) -> bool:
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The engine lock; outcomes decided inside are delivered after it is released."""
         with self._lock:
+            yield
+        if self._deliveries:
+            self._flush()
+
+    def _flush(self) -> None:
+        while True:
+            with self._lock:
+                if not self._deliveries:
+                    return
+                ready = list(self._deliveries)
+                self._deliveries.clear()
+            for future, outcome in ready:
+                try:
+                    if isinstance(outcome, EngineResult):
+                        future.set_result(outcome)
+                    else:
+                        future.set_exception(outcome)
+                except Exception:  # a failing done-callback must not lose other outcomes
+                    _LOG.exception("delivering a request outcome failed")
+
+    def _cancel(self, request: _Request) -> bool:
+        with self._locked():
             if request.state == "queued":
                 queue = self._queues[request.priority]
                 with contextlib.suppress(ValueError):
@@ -538,7 +564,7 @@ class InferenceEngine:
             return False
 
     def _fail_all_queued(self, reason: str, kind: str) -> None:
-        with self._lock:
+        with self._locked():
             for queue in self._queues:
                 while queue:
                     self._finish_locked(queue.popleft(), RequestFailed(reason, kind), "failed")
@@ -571,26 +597,40 @@ class InferenceEngine:
 
     # ------------------------------------------------------------------ workers
     def _reaper(self) -> None:
-        with self._lock:
-            while not self._stopping:
+        while True:
+            with self._locked():
+                if self._stopping:
+                    return
                 nearest = self._expire_locked(time.monotonic())
-                wait = 1.0 if nearest is None else max(0.0, nearest - time.monotonic())
-                self._cond.wait(min(wait, 1.0))
+                if not self._deliveries:
+                    wait = 1.0 if nearest is None else max(0.0, nearest - time.monotonic())
+                    self._cond.wait(min(wait, 1.0))
 
     def _take_batch_locked(self) -> list[_Request]:
         batch: list[_Request] = []
+        now = time.monotonic()
         for queue in self._queues:  # QUERY first, then CONTINUOUS
             while queue and len(batch) < self.config.max_batch_size:
-                batch.append(queue.popleft())
+                request = queue.popleft()
+                if request.deadline <= now:  # expired since the reaper last looked
+                    self._finish_locked(
+                        request,
+                        RequestFailed(
+                            f"deadline expired after {now - request.submitted:.3f} s in the queue",
+                            "expired",
+                        ),
+                        "expired",
+                    )
+                    continue
+                batch.append(request)
         return batch
 
     def _worker(self) -> None:
         while True:
-            with self._lock:
-                while not self._stopping:
-                    self._expire_locked(time.monotonic())
-                    if self._queued_locked():
-                        break
+            with self._locked():
+                # Expiry is the reaper's job (and _take_batch_locked's); an idle worker only
+                # waits for work.
+                while not self._stopping and not self._queued_locked():
                     self._cond.wait()
                 if self._stopping:
                     return
@@ -607,7 +647,6 @@ class InferenceEngine:
                     )
                     if self._stopping:
                         return
-                    self._expire_locked(time.monotonic())
                 batch = self._take_batch_locked()
                 if not batch:
                     continue
@@ -622,7 +661,7 @@ class InferenceEngine:
                 self._run_batch(batch)
             except Exception as exc:  # never leave a request without an outcome
                 _LOG.exception("batch failed unexpectedly")
-                with self._lock:
+                with self._locked():
                     for request in batch:
                         self._finish_locked(
                             request,
@@ -658,7 +697,7 @@ class InferenceEngine:
             try:
                 model_image, prompt, frame = self._prepare(request)
             except Exception as exc:
-                with self._lock:
+                with self._locked():
                     self._finish_locked(
                         request,
                         RequestFailed(f"could not prepare the image: {exc}", "invalid"),
@@ -722,7 +761,7 @@ class InferenceEngine:
                     outcome = RequestFailed(
                         f"could not read the model output: {type(exc).__name__}: {exc}", "error"
                     )
-            with self._lock:
+            with self._locked():
                 counter = "completed" if isinstance(outcome, EngineResult) else "failed"
                 self._finish_locked(request, outcome, counter)
 
@@ -734,7 +773,7 @@ class InferenceEngine:
 
     def stats(self) -> dict[str, Any]:
         """Counters, queue depth, latency percentiles and throughput for diagnostics."""
-        with self._lock:
+        with self._locked():
             latencies = sorted(self._latencies)
             tokens = sum(t for t, _ in self._token_rates)
             seconds = sum(s for _, s in self._token_rates)

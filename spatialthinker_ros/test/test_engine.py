@@ -539,3 +539,32 @@ def test_openai_backend_through_engine() -> None:
             assert r.stated_size == (644, 476)
             sx, sy = SOURCE[0] / 644, SOURCE[1] / 476
             assert r.result.objects[0].bbox == pytest.approx((0, 0, 28 * sx, 28 * sy))
+
+
+def test_done_callback_may_submit_the_next_request(double, engines) -> None:
+    # The node re-submits its standing question from the done-callback of the previous one;
+    # callbacks run on engine threads, so they must run outside the engine's lock.
+    double.auto = True
+    engine = _engine(double)
+    engines.append(engine)
+    chain: list[RequestHandle] = []
+    finished = threading.Event()
+
+    def next_one(_future) -> None:
+        if len(chain) < 5:
+            handle = engine.submit(_image(), f"n{len(chain)}", priority=Priority.CONTINUOUS)
+            chain.append(handle)
+            handle.future.add_done_callback(next_one)
+        else:
+            finished.set()
+
+    first = engine.submit(_image(), "start")
+    first.future.add_done_callback(next_one)
+    assert finished.wait(WAIT)
+    assert [q for call in double.calls for q in call] == ["start", "n0", "n1", "n2", "n3", "n4"]
+    # A callback on an immediate failure (full queue, stopped engine) runs in submit's caller.
+    engine.shutdown("stop")
+    seen: list[str] = []
+    late = engine.submit(_image(), "late")
+    late.future.add_done_callback(lambda f: seen.append(f.exception().kind))
+    assert seen == ["rejected"]
