@@ -11,6 +11,8 @@ ROS-free: works on bytes and plain stamps, so it is tested without a graph.
 
 from __future__ import annotations
 
+import itertools
+import statistics
 import struct
 import threading
 from collections import deque
@@ -68,12 +70,20 @@ class TopicStats:
     arrivals: deque[float] = field(default_factory=lambda: deque(maxlen=64))
 
     def rate_hz(self, now: float, window: float = 5.0) -> float:
-        """Messages per second over the last ``window`` seconds."""
-        recent = [t for t in self.arrivals if now - t <= window]
+        """Publishing rate from the arrivals of the last ``window`` seconds.
+
+        The median interval between consecutive arrivals: the node takes the
+        camera's messages in bursts (its subscription keeps only the last few),
+        so a count over the window would under-read the rate; within a burst
+        the messages are consecutive and their interval is the camera's.
+        """
+        recent = sorted(t for t in self.arrivals if now - t <= window)
         if len(recent) < 2:
             return 0.0
-        span = max(recent[-1] - recent[0], 1e-6)
-        return (len(recent) - 1) / span
+        intervals = [b - a for a, b in itertools.pairwise(recent) if b > a]
+        if not intervals:
+            return 0.0
+        return 1.0 / statistics.median(intervals)
 
 
 class NoFrameError(Exception):

@@ -29,7 +29,11 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.callback_groups import (
+    CallbackGroup,
+    MutuallyExclusiveCallbackGroup,
+    ReentrantCallbackGroup,
+)
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -75,6 +79,30 @@ MAX_OPTIONS = 26
 # How long past its deadline a waiting call gives a running request before
 # failing it itself (the engine fails queued requests at the deadline).
 DEADLINE_GRACE_S = 2.0
+
+
+def _never_called(_message: Any) -> None:
+    """Callback of the polled input subscriptions (the executor never runs them)."""
+
+
+class PolledCallbackGroup(CallbackGroup):
+    """A callback group whose entities the executor never waits on or runs.
+
+    The camera inputs are polled instead: at 30 Hz, an executor callback per
+    frame costs a Python wake-up, a wait-set rebuild and a copy for frames that
+    are never used (most of them). Messages wait in the subscription's
+    KEEP_LAST history, and the node takes them when a request needs a frame
+    (and once per diagnostics period for the input statistics).
+    """
+
+    def can_execute(self, entity: Any) -> bool:
+        return False
+
+    def beginning_execution(self, entity: Any) -> bool:
+        return False
+
+    def ending_execution(self, entity: Any) -> None:
+        pass
 
 
 class RequestRejected(Exception):
@@ -144,7 +172,9 @@ class SpatialThinkerNode(LifecycleNode):
         self._input_group = MutuallyExclusiveCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
         self._request_group = ReentrantCallbackGroup()
-        self._input_subscriptions: list[Any] = []
+        self._input_subscriptions: list[tuple[str, Any]] = []
+        self._polled_group = PolledCallbackGroup()
+        self._drain_lock = threading.Lock()
         self._continuous_timer = None
         self._outputs_ready = False
 
@@ -280,8 +310,9 @@ class SpatialThinkerNode(LifecycleNode):
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._active = False
         self._stop_continuous()
-        for subscription in self._input_subscriptions:
-            self.destroy_subscription(subscription)
+        with self._drain_lock:
+            for _kind, subscription in self._input_subscriptions:
+                self.destroy_subscription(subscription)
         self._input_subscriptions.clear()
         # Frames from before the pause must not answer questions after it.
         self._frames.clear()
@@ -331,55 +362,68 @@ class SpatialThinkerNode(LifecycleNode):
         image_type, image_topic = (
             (CompressedImage, "image/compressed") if compressed else (Image, "image")
         )
-        subs = [
-            self.create_subscription(
-                image_type,
-                image_topic,
-                self._on_colour,
-                qos,
-                callback_group=self._input_group,
-                raw=True,
-            )
-        ]
+        # Serialized (raw) and polled: see PolledCallbackGroup. The colour and
+        # depth frames wait in the subscriptions' KEEP_LAST history.
+        inputs = [("image", image_type, image_topic, True)]
         if self._param("use_depth"):
-            subs.append(
+            inputs += [
+                ("depth", Image, "depth", True),
+                ("camera_info", CameraInfo, "camera_info", False),
+            ]
+        self._input_subscriptions = [
+            (
+                kind,
                 self.create_subscription(
-                    Image, "depth", self._on_depth, qos, callback_group=self._input_group, raw=True
-                )
-            )
-            subs.append(
-                self.create_subscription(
-                    CameraInfo,
-                    "camera_info",
-                    self._on_camera_info,
+                    msg_type,
+                    topic,
+                    _never_called,
                     qos,
-                    callback_group=self._input_group,
-                )
+                    callback_group=self._polled_group,
+                    raw=raw,
+                ),
             )
-        self._input_subscriptions = subs
+            for kind, msg_type, topic, raw in inputs
+        ]
 
-    def _on_colour(self, data: bytes) -> None:
-        try:
-            stamp = cdr_header_stamp(data)
-        except ValueError as error:
-            self._input_errors["image"] = str(error)
+    def _drain_inputs(self) -> None:
+        """Take every message waiting in the input subscriptions into the frame buffer.
+
+        Called when a request picks its frames and by the diagnostics timer.
+        Only the header stamp of a frame is read here; nothing is converted.
+        """
+        with self._drain_lock:
+            for kind, subscription in self._input_subscriptions:
+                while True:
+                    try:
+                        with subscription.handle:
+                            taken = subscription.handle.take_message(
+                                subscription.msg_type, subscription.raw
+                            )
+                    except Exception:  # destroyed while deactivating
+                        break
+                    if taken is None or taken[0] is None:
+                        break
+                    message, info = taken
+                    received = info.get("received_timestamp", 0) * 1e-9 or time.time()
+                    self._keep_input(kind, message, received)
+
+    def _keep_input(self, kind: str, message: Any, received: float) -> None:
+        if kind == "camera_info":
+            self._camera_info = message
+            stats = self._camera_info_stats
+            stats.count += 1
+            stats.last_received = received
+            stats.arrivals.append(received)
             return
-        self._frames.add_colour(stamp, data, time.monotonic())
-
-    def _on_depth(self, data: bytes) -> None:
         try:
-            stamp = cdr_header_stamp(data)
+            stamp = cdr_header_stamp(message)
         except ValueError as error:
-            self._input_errors["depth"] = str(error)
+            self._input_errors[kind] = f"undecodable {kind} message: {error}"
             return
-        self._frames.add_depth(stamp, data, time.monotonic())
-
-    def _on_camera_info(self, msg: CameraInfo) -> None:
-        self._camera_info = msg
-        stats = self._camera_info_stats
-        stats.count += 1
-        stats.last_received = time.monotonic()
-        stats.arrivals.append(stats.last_received)
+        if kind == "image":
+            self._frames.add_colour(stamp, message, received)
+        else:
+            self._frames.add_depth(stamp, message, received)
 
     # ----------------------------------------------------------------- requests
 
@@ -421,6 +465,7 @@ class SpatialThinkerNode(LifecycleNode):
                 raise RequestRejected(f"option {chr(65 + index)} is longer than 1024 characters")
         max_frame_age = max_frame_age if max_frame_age > 0 else float(self._param("max_frame_age"))
         timeout = timeout if timeout > 0 else float(self._param("request_timeout"))
+        self._drain_inputs()
         try:
             selection = self._frames.select(
                 self._now(),
@@ -739,7 +784,9 @@ class SpatialThinkerNode(LifecycleNode):
         return "inactive" if self._engine is not None else "unconfigured"
 
     def _publish_diagnostics(self) -> None:
-        now = time.monotonic()
+        if self._active:
+            self._drain_inputs()
+        now = time.time()
         array = DiagnosticArray()
         array.header.stamp = self.get_clock().now().to_msg()
         array.status = [self._inputs_status(now), self._engine_status()]

@@ -253,11 +253,11 @@ class Rig:
 
     @staticmethod
     def wait_future(future: Any, wait: float) -> Any:
-        deadline = time.monotonic() + wait
-        while not future.done():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no response within {wait} s")
-            time.sleep(0.01)
+        """Block until an rclpy future (spun by the rig's executor) is done."""
+        done = threading.Event()
+        future.add_done_callback(lambda _f: done.set())
+        if not done.wait(wait) and not future.done():
+            raise AssertionError(f"no response within {wait} s")
         return future.result()
 
     def transition(self, transition_id: int) -> bool:
