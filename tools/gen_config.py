@@ -1,7 +1,7 @@
-"""Write config/spatialthinker.yaml from the node's parameter table.
+"""Write config/spatialthinker.yaml and README's parameter table from the node's parameter table.
 
-Run after changing spatialthinker_ros/parameters.py; a test fails while the
-YAML and the table disagree.
+Run after changing spatialthinker_ros/parameters.py; tests fail while the
+YAML or the README disagree with the table.
 """
 
 from __future__ import annotations
@@ -17,6 +17,31 @@ sys.path.insert(0, str(ROOT / "spatialthinker_ros"))
 from spatialthinker_ros.parameters import PARAMETERS  # noqa: E402
 
 OUT = ROOT / "spatialthinker_ros" / "config" / "spatialthinker.yaml"
+README = ROOT / "README.md"
+BEGIN, END = "<!-- parameters:begin -->", "<!-- parameters:end -->"
+
+
+def parameter_table() -> str:
+    """The README's parameter table (Markdown)."""
+    rows = ["| parameter | default | description |", "|---|---|---|"]
+    for spec in PARAMETERS:
+        default = json.dumps(spec.default) if not isinstance(spec.default, bool) else str(
+            spec.default
+        ).lower()
+        text = spec.description.replace("|", "\\|")
+        if spec.choices:
+            text += f" Choices: {', '.join(f'`{c}`' for c in spec.choices)}."
+        if spec.read_only:
+            text += " *Applied on configure.*"
+        rows.append(f"| `{spec.name}` | `{default}` | {text} |")
+    return "\n".join(rows)
+
+
+def update_readme() -> None:
+    text = README.read_text()
+    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
+    README.write_text(text[:start] + "\n" + parameter_table() + "\n" + text[end:])
+    print(f"updated {README.relative_to(ROOT)}")
 
 
 def main() -> None:
@@ -37,6 +62,7 @@ def main() -> None:
         lines.append(f"    {spec.name}: {value}")
     OUT.write_text("\n".join(lines) + "\n")
     print(f"wrote {OUT.relative_to(ROOT)}")
+    update_readme()
 
 
 if __name__ == "__main__":
