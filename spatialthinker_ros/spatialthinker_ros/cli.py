@@ -82,7 +82,39 @@ def _run_parse(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_parse_command]
+def _add_ask_command(subparsers: argparse._SubParsersAction) -> None:
+    # The offline commands live in their own modules (imported here, not at the top, because
+    # they import CommandError from this module).
+    from spatialthinker_ros.offline import add_ask_command
+
+    add_ask_command(subparsers)
+
+
+def _add_replay_command(subparsers: argparse._SubParsersAction) -> None:
+    from spatialthinker_ros.replay import add_replay_command
+
+    add_replay_command(subparsers)
+
+
+def _add_eval_command(subparsers: argparse._SubParsersAction) -> None:
+    from spatialthinker_ros.evaluate import add_eval_command
+
+    add_eval_command(subparsers)
+
+
+def _add_tiny_model_command(subparsers: argparse._SubParsersAction) -> None:
+    from spatialthinker_ros.offline import add_tiny_model_command
+
+    add_tiny_model_command(subparsers)
+
+
+_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_parse_command,
+    _add_ask_command,
+    _add_replay_command,
+    _add_eval_command,
+    _add_tiny_model_command,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

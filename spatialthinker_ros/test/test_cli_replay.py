@@ -1,0 +1,186 @@
+"""Tests of ``spatialthinker replay`` on bags written here with ``rosbags`` (sqlite3 and mcap)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from node_harness import scripted_reply
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.typesys import Stores, get_typestore
+from scripted_openai_server import ScriptedOpenAIServer
+
+from spatialthinker_ros import cli
+from spatialthinker_ros.synthetic_scene import SyntheticScene, demo_scene
+
+TYPESTORE = get_typestore(Stores.ROS2_JAZZY)
+IMAGE_T, INFO_T = "sensor_msgs/msg/Image", "sensor_msgs/msg/CameraInfo"
+COLOUR, DEPTH, INFO = "/cam/color/image_raw", "/cam/depth/image_raw", "/cam/color/camera_info"
+STORAGE = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
+
+
+def _header(t: float) -> object:
+    types = TYPESTORE.types
+    stamp = types["builtin_interfaces/msg/Time"](sec=int(t), nanosec=round((t % 1) * 1e9))
+    return types["std_msgs/msg/Header"](stamp=stamp, frame_id="cam")
+
+
+def _image(t: float, array: np.ndarray, encoding: str, broken: bool = False) -> object:
+    height, width = array.shape[:2]
+    data = np.ascontiguousarray(array).view(np.uint8).reshape(-1)
+    if broken:
+        data = data[: data.size // 2]  # shorter than step * height: undecodable
+    step = data.size // height if not broken else array.strides[0]
+    return TYPESTORE.types[IMAGE_T](
+        header=_header(t),
+        height=height,
+        width=width,
+        encoding=encoding,
+        is_bigendian=0,
+        step=step,
+        data=data,
+    )
+
+
+def _camera_info(t: float, scene: SyntheticScene) -> object:
+    k = scene.intrinsics
+    types = TYPESTORE.types
+    roi = types["sensor_msgs/msg/RegionOfInterest"](
+        x_offset=0, y_offset=0, height=0, width=0, do_rectify=False
+    )
+    return types[INFO_T](
+        header=_header(t),
+        height=k.height,
+        width=k.width,
+        distortion_model="plumb_bob",
+        d=np.zeros(5),
+        k=np.array([k.fx, 0, k.cx, 0, k.fy, k.cy, 0, 0, 1], dtype=np.float64),
+        r=np.eye(3).reshape(-1),
+        p=np.array([k.fx, 0, k.cx, 0, 0, k.fy, k.cy, 0, 0, 0, 1, 0.0]),
+        binning_x=0,
+        binning_y=0,
+        roi=roi,
+    )
+
+
+def write_bag(
+    path: Path,
+    storage: str = "sqlite3",
+    frames: int = 5,
+    broken: tuple[int, ...] = (),
+    topics: tuple[str, ...] = (COLOUR, DEPTH, INFO),
+) -> Path:
+    """A 10 Hz RGB-D recording of the demo scene; colour frames in ``broken`` are truncated."""
+    scene = demo_scene()
+    with Writer(path, version=9, storage_plugin=STORAGE[storage]) as writer:
+        conns = {
+            topic: writer.add_connection(
+                topic, INFO_T if topic == INFO else IMAGE_T, typestore=TYPESTORE
+            )
+            for topic in topics
+        }
+        for i in range(frames):
+            t = 100.0 + 0.1 * i
+            messages = {
+                COLOUR: _image(t, scene.rgb, "rgb8", broken=i in broken),
+                DEPTH: _image(t + 0.002, scene.depth_mm, "16UC1"),
+                INFO: _camera_info(t, scene),
+            }
+            # Depth recorded before colour on odd frames: matching must not depend on order.
+            order = [INFO, DEPTH, COLOUR] if i % 2 else [INFO, COLOUR, DEPTH]
+            for topic in order:
+                if topic in conns:
+                    raw = TYPESTORE.serialize_cdr(messages[topic], conns[topic].msgtype)
+                    writer.write(conns[topic], int(t * 1e9) + order.index(topic), raw)
+    return path
+
+
+def _run(capsys: pytest.CaptureFixture, argv: list[str]) -> tuple[int, str, str]:
+    code = cli.main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _records(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
+def test_replay_every_nth_frame_with_the_tiny_model(
+    capsys: pytest.CaptureFixture, tiny_model_dir: Path, tmp_path: Path, storage: str
+) -> None:
+    bag = write_bag(tmp_path / "bag", storage)
+    out_dir = tmp_path / "out"
+    argv = ["replay", str(bag), "-q", "Is the red box in front?", "--options", "front,behind"]
+    argv += ["--every", "2", "--output", str(out_dir), "--model", str(tiny_model_dir)]
+    code, _, err = _run(capsys, [*argv, "--max-new-tokens", "16"])
+    assert code == 0, err
+    records = _records(out_dir)
+    assert [r["frame"] for r in records] == [0, 2, 4]
+    assert [r["stamp"] for r in records] == pytest.approx([100.0, 100.2, 100.4])
+    assert all(r["model"] == str(tiny_model_dir) and "error" not in r for r in records)
+    assert sorted(p.name for p in out_dir.glob("*.png")) == [
+        "frame_000000.png",
+        "frame_000002.png",
+        "frame_000004.png",
+    ]
+    # Progress: one line per frame with a count, then a summary.
+    assert "[3/3] frame 4" in err
+    assert "3 frames, 3 answered, 0 failed" in err
+
+
+def test_replay_lifts_to_3d_keeps_going_past_a_bad_frame(
+    capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    scene = demo_scene()
+    bag = write_bag(tmp_path / "bag", "mcap", frames=6, broken=(2,))
+    with ScriptedOpenAIServer(default_reply=scripted_reply(scene)) as server:
+        argv = ["replay", str(bag), "-q", "Is the red box in front?", "--rate", "10"]
+        argv += ["--output", str(tmp_path / "out"), "--backend", "openai"]
+        argv += ["--openai-base-url", server.base_url, "--no-annotate", "--max-batch-size", "2"]
+        code, _, err = _run(capsys, argv)
+    assert code == 1  # one frame failed; the others were answered
+    records = _records(tmp_path / "out")
+    assert [r["frame"] for r in records] == [0, 1, 2, 3, 4, 5]
+    assert "shorter than step * height" in records[2]["error"]
+    assert "frame 2: FAILED" in err and "6 frames, 5 answered, 1 failed" in err
+    for record in records[:2] + records[3:]:
+        red = next(o for o in record["objects"] if o["id"] == "red_box.1")
+        assert red["has_3d"]
+        assert red["center"][2] == pytest.approx(scene.objects[0].center[2], abs=0.06)
+    assert not list((tmp_path / "out").glob("*.png"))
+
+
+def test_replay_rate_selects_by_stamp(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    bag = write_bag(tmp_path / "bag", "sqlite3", frames=6, topics=(COLOUR,))
+    with ScriptedOpenAIServer() as server:
+        argv = ["replay", str(bag), "-q", "q", "--rate", "4", "--output", str(tmp_path / "o")]
+        argv += ["--backend", "openai", "--openai-base-url", server.base_url, "--quiet"]
+        code, _, err = _run(capsys, argv)
+    assert code == 0, err
+    records = _records(tmp_path / "o")
+    # 10 Hz recording at 4 Hz: stamps 100.0, 100.3 (>= 0.25 s apart), then 100.6 ... none left.
+    assert [r["frame"] for r in records] == [0, 3]
+    assert all(o["no_3d_reason"] == "no depth topic" for r in records for o in r["objects"])
+
+
+@pytest.mark.parametrize(
+    ("make_bag", "extra", "expected"),
+    [
+        (lambda d: d / "missing", [], "bag not found"),
+        (lambda d: write_bag(d / "b", topics=(INFO,)), [], "no colour image topic"),
+        (lambda d: write_bag(d / "b", "mcap"), ["--image-topic", "/nope"], "topic /nope not in"),
+        (lambda d: write_bag(d / "b"), ["--depth-topic", INFO], "is sensor_msgs/msg/CameraInfo"),
+        (lambda d: (d / "x.db3").write_bytes(b"garbage") and d / "x.db3", [], "cannot read bag"),
+    ],
+)
+def test_replay_bad_input_is_one_line_and_non_zero(
+    capsys: pytest.CaptureFixture, tmp_path: Path, make_bag, extra: list[str], expected: str
+) -> None:
+    bag = make_bag(tmp_path)
+    code, out, err = _run(capsys, ["replay", str(bag), "-q", "q", *extra, "--model", "/nope"])
+    assert code != 0 and out == ""
+    assert err.count("\n") == 1 and err.startswith("spatialthinker: error:"), err
+    assert expected in err

@@ -1,0 +1,111 @@
+"""The `make demo` path: tools/demo.py as a subprocess, the node in its own process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from node_harness import scripted_reply
+from scripted_openai_server import ScriptedOpenAIServer
+
+from spatialthinker_ros.sample_data import SAMPLE_DIR, load_sample
+from spatialthinker_ros.synthetic_scene import demo_scene
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = ROOT / "tools" / "demo.py"
+
+
+def _demo(args: list[str], timeout: float = 120.0, **env: str) -> subprocess.CompletedProcess:
+    environment = {**os.environ, **env}
+    return subprocess.run(
+        [sys.executable, str(DEMO), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=environment,
+        cwd=ROOT,
+    )
+
+
+def test_demo_with_the_tiny_model_answers_and_writes_outputs(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    done = _demo(
+        [
+            "--model",
+            str(tiny_model_dir),
+            "--output",
+            str(tmp_path),
+            "--max-new-tokens",
+            "16",
+            "--timeout",
+            "90",
+        ]
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    # The node's log streams through (model loading), then the summary.
+    assert f"model {tiny_model_dir} ready" in done.stdout
+    assert "Question: Is the small red box" in done.stdout and "Choice:" in done.stdout
+    data = json.loads((tmp_path / "answer.json").read_text())
+    sample = load_sample()
+    assert (data["question"], data["options"]) == (sample.question, sample.options)
+    assert data["model"] == str(tiny_model_dir) and data["expected_choice"] == "A"
+    image = cv2.imread(str(tmp_path / "annotated.png"))
+    assert image is not None and image.shape == (480, 640, 3)
+
+
+def test_demo_prints_the_scene_graph_with_3d_positions(tmp_path: Path) -> None:
+    scene = demo_scene()
+    with ScriptedOpenAIServer(default_reply=scripted_reply(scene)) as server:
+        done = _demo(
+            [
+                "--backend",
+                "openai",
+                "--param",
+                f"openai.base_url:={server.base_url}",
+                "--output",
+                str(tmp_path),
+                "--timeout",
+                "90",
+                "--quiet",
+            ]
+        )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    data = json.loads((tmp_path / "answer.json").read_text())
+    assert data["choice"] == "A" and data["choice_index"] == 0
+    red = next(o for o in data["objects"] if o["id"] == "red_box.1")
+    assert red["has_3d"]
+    assert np.linalg.norm(np.array(red["center"]) - scene.objects[0].center) < 0.06
+    assert "red_box.1" in done.stdout and "m away" in done.stdout
+    # The sample's colour frame, annotated (not a blank or resized image).
+    annotated = cv2.cvtColor(cv2.imread(str(tmp_path / "annotated.png")), cv2.COLOR_BGR2RGB)
+    original = cv2.cvtColor(cv2.imread(str(SAMPLE_DIR / "color_000.png")), cv2.COLOR_BGR2RGB)
+    assert annotated.shape == original.shape
+    assert 0.5 < (annotated == original).all(axis=2).mean() < 1.0
+
+
+def test_demo_offline_without_the_model_says_how_to_pass_a_directory(tmp_path: Path) -> None:
+    done = _demo(["--output", str(tmp_path)], timeout=30, HF_HUB_OFFLINE="1")
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert "OX-PIXL/SpatialThinker-7B" in done.stderr and "MODEL=/path/to" in done.stderr
+    assert not (tmp_path / "answer.json").exists()
+
+
+@pytest.mark.parametrize("kind", ["empty", "missing"])
+def test_demo_with_an_unusable_model_directory_fails_clearly(tmp_path: Path, kind: str) -> None:
+    model = tmp_path / "model"
+    if kind == "empty":
+        model.mkdir()  # passes the quick check: the node itself fails to load it
+    done = _demo(["--model", str(model), "--output", str(tmp_path / "o"), "--quiet"], timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    first = done.stderr.splitlines()[0]
+    assert first.startswith("demo: error:") and str(model) in first
+    assert "MODEL=" in done.stderr or "model directory" in done.stderr

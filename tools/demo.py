@@ -1,0 +1,465 @@
+#!/usr/bin/env python3
+"""`make demo`: run spatialthinker_node end to end on the bundled RGB-D sample.
+
+Starts the node (``python -m spatialthinker_ros.node`` with the package's parameter file and
+the chosen model), plays the sample (samples/) as a camera would (colour, 16UC1 depth and
+CameraInfo, fresh stamps, sensor-data QoS), asks the sample's multiple-choice question through
+``~/query`` as a planner would, prints the answer, the chosen option and the scene graph with
+3D positions, and writes ``answer.json`` and ``annotated.png`` to the output folder. The node's
+log (model download progress included) streams through.
+
+Exit status: 0 answered, 2 the model could not be loaded (with how to pass a local directory),
+1 anything else (one line saying what).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "spatialthinker_ros"
+PARAMS_FILE = PACKAGE / "config" / "spatialthinker.yaml"
+FASTDDS_PROFILE = PACKAGE / "config" / "fastdds_large_images.xml"
+DEFAULT_MODEL = "OX-PIXL/SpatialThinker-7B"
+NODE = "/spatialthinker"
+TOPICS = {
+    "image": "/demo_cam/color/image_raw",
+    "depth": "/demo_cam/aligned_depth_to_color/image_raw",
+    "camera_info": "/demo_cam/color/camera_info",
+}
+PROG = "demo"
+
+
+class DemoError(Exception):
+    """A failure to report as one line (``code`` is the exit status)."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _local_dir_hint(model: str) -> str:
+    if Path(model).expanduser().is_dir():
+        return (
+            f"{model!r} is not a usable model directory: it must hold config.json, the weights "
+            "and the processor files of SpatialThinker-7B (or of a tiny model from "
+            "`.venv/bin/spatialthinker tiny-model DIR`)."
+        )
+    return (
+        f"The model {model!r} could not be fetched or found (no network, or not in the Hugging "
+        "Face cache). Pass a local directory holding the model instead, e.g.\n"
+        "    make demo MODEL=/path/to/SpatialThinker-7B\n"
+        "or, for a no-download smoke run with a tiny random model:\n"
+        "    .venv/bin/spatialthinker tiny-model models/tiny && make demo MODEL=models/tiny"
+    )
+
+
+def check_model(model: str) -> None:
+    """Fail fast, before starting ROS, when the model can certainly not be loaded.
+
+    A local directory must exist. A hub id must be in the cache, or the hub must answer
+    (a short probe; ``HF_HUB_OFFLINE=1`` means it cannot).
+
+    Raises:
+        DemoError: With code 2 and the hint how to pass a local directory.
+    """
+    path = Path(model).expanduser()
+    looks_local = path.is_absolute() or model.startswith((".", "~")) or path.exists()
+    if looks_local or model.count("/") != 1:
+        if not path.is_dir():
+            raise DemoError(
+                f"model directory {model!r} does not exist.\n" + _local_dir_hint(model), 2
+            )
+        return
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(model, "config.json")
+    except Exception:
+        cached = None
+    if isinstance(cached, str):
+        return  # in the cache: the node loads it without the network
+    if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
+        raise DemoError(
+            "HF_HUB_OFFLINE is set and the model is not cached.\n" + _local_dir_hint(model), 2
+        )
+    try:
+        from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+        get_hf_file_metadata(hf_hub_url(model, "config.json"), timeout=10)
+    except Exception as error:
+        reason = " ".join(str(error).split())[:200] or type(error).__name__
+        raise DemoError(
+            f"cannot reach the Hugging Face hub ({reason}).\n" + _local_dir_hint(model), 2
+        ) from None
+
+
+def demo_environment() -> dict[str, str]:
+    """The environment of this process and the node: local discovery, own domain, big frames."""
+    env = dict(os.environ)
+    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    env.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 100)))
+    # Without the large shared-memory profile most 640x480 frames are lost between processes.
+    env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(FASTDDS_PROFILE))
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    if not env.get("AMENT_PREFIX_PATH"):
+        env["AMENT_PREFIX_PATH"] = str(Path(sys.prefix))
+    return env
+
+
+class NodeProcess:
+    """spatialthinker_node in a subprocess; its output streams to ours and is kept for scanning."""
+
+    def __init__(self, args: argparse.Namespace, env: dict[str, str]) -> None:
+        command = [sys.executable, "-m", "spatialthinker_ros.node", "--ros-args"]
+        command += ["--params-file", str(PARAMS_FILE)]
+        command += ["-p", f"model:={args.model}", "-p", f"backend:={args.backend}"]
+        if args.max_new_tokens:
+            command += ["-p", f"max_new_tokens:={args.max_new_tokens}"]
+        for param in args.param:
+            command += ["-p", param]
+        for name, topic in TOPICS.items():
+            command += ["-r", f"{name}:={topic}"]
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env
+        )
+        self._text: list[str] = []
+        self._lock = threading.Lock()
+        self._quiet = args.quiet
+        self._reader = threading.Thread(target=self._pump, daemon=True)
+        self._reader.start()
+
+    def _pump(self) -> None:
+        # Raw chunks, not lines: download progress bars redraw with \r and must show live.
+        stream = self.process.stdout
+        assert stream is not None
+        while chunk := os.read(stream.fileno(), 4096):
+            if not self._quiet:
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+            with self._lock:
+                self._text.append(chunk.decode("utf-8", errors="replace"))
+
+    def output(self) -> str:
+        with self._lock:
+            return "".join(self._text)
+
+    def configure_failure(self) -> str | None:
+        """The reason the node gave for failing to configure, if it did."""
+        match = re.search(r"cannot configure: (.*)", self.output())
+        return match[1].strip() if match else None
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """Interrupt as Ctrl-C would; kill if it does not exit."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self._reader.join(5)
+
+
+class Camera:
+    """Publishes the sample frames in a loop with fresh stamps, as a driver would."""
+
+    def __init__(self, node: Any, sample: Any, rate_hz: float = 10.0) -> None:
+        from rclpy.qos import qos_profile_sensor_data
+        from sensor_msgs.msg import CameraInfo, Image
+
+        from spatialthinker_ros.images import numpy_to_image
+
+        self.node = node
+        self.frame_id = "demo_cam_color_optical_frame"
+        self._pubs = {
+            name: node.create_publisher(kind, topic, qos_profile_sensor_data)
+            for (name, topic), kind in zip(TOPICS.items(), (Image, Image, CameraInfo), strict=True)
+        }
+        self._frames = [
+            (numpy_to_image(f.rgb, "rgb8"), numpy_to_image(f.depth_mm, "16UC1"))
+            for f in sample.frames
+        ]
+        self.sample = sample
+        k = sample.intrinsics
+        info = CameraInfo(width=k.width, height=k.height, distortion_model="plumb_bob")
+        info.k = [k.fx, 0.0, k.cx, 0.0, k.fy, k.cy, 0.0, 0.0, 1.0]
+        info.p = [k.fx, 0.0, k.cx, 0.0, 0.0, k.fy, k.cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+        info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+        info.d = [0.0] * 5
+        self._info = info
+        self.sent: dict[tuple[int, int], int] = {}  # stamp -> frame index, to find the answer's
+        self._count = 0
+        node.create_timer(1.0 / rate_hz, self._publish)
+
+    def _publish(self) -> None:
+        index = self._count % len(self._frames)
+        self._count += 1
+        stamp = self.node.get_clock().now().to_msg()
+        self.sent[(stamp.sec, stamp.nanosec)] = index
+        colour, depth = self._frames[index]
+        for msg, name in ((colour, "image"), (depth, "depth"), (self._info, "camera_info")):
+            msg.header.stamp = stamp
+            msg.header.frame_id = self.frame_id
+            self._pubs[name].publish(msg)
+
+
+def answer_to_dict(answer: Any) -> dict[str, Any]:
+    """``SpatialAnswer`` as JSON-ready data (the layout of ``spatialthinker ask``)."""
+    objects = []
+    for o in answer.scene_graph.objects:
+        item: dict[str, Any] = {
+            "id": o.id,
+            "label": o.label,
+            "bbox": [round(float(v), 2) for v in (o.x_min, o.y_min, o.x_max, o.y_max)],
+            "has_3d": bool(o.has_3d),
+            "center": None,
+            "size": None,
+            "distance": None,
+        }
+        if o.has_3d:
+            centre = (o.center.x, o.center.y, o.center.z)
+            item.update(
+                center=[round(v, 4) for v in centre],
+                size=[round(v, 4) for v in (o.size.x, o.size.y, o.size.z)],
+                distance=round(sum(v * v for v in centre) ** 0.5, 4),
+                valid_depth_pixels=int(o.valid_depth_pixels),
+                depth_fill=round(float(o.depth_fill), 4),
+            )
+        else:
+            item["no_3d_reason"] = o.no_3d_reason
+        objects.append(item)
+    stamp = answer.header.stamp
+    return {
+        "request_id": answer.request_id,
+        "stamp": stamp.sec + stamp.nanosec * 1e-9,
+        "frame_id": answer.header.frame_id,
+        "question": answer.question,
+        "options": list(answer.options),
+        "answer": answer.answer,
+        "choice": answer.choice or None,
+        "choice_index": answer.choice_index if answer.choice_index >= 0 else None,
+        "observation": answer.observation,
+        "reasoning": answer.reasoning,
+        "objects": objects,
+        "relations": [
+            {"subject": r.subject, "predicate": r.predicate, "object": r.object}
+            for r in answer.scene_graph.relations
+        ],
+        "strict_format": bool(answer.strict_format),
+        "warnings": list(answer.warnings),
+        "raw_output": answer.raw_output,
+        "model": answer.model,
+        "model_image_size": [answer.model_image_width, answer.model_image_height],
+        "inference_s": round(answer.inference_s, 3),
+        "total_s": round(answer.total_s, 3),
+    }
+
+
+def print_answer(data: dict[str, Any]) -> None:
+    """The human-readable summary."""
+    options = ", ".join(f"({chr(65 + i)}) {o}" for i, o in enumerate(data["options"]))
+    lines = [
+        "",
+        "=" * 72,
+        f"Question: {data['question']}",
+        f"Options:  {options}",
+        f"Answer:   {data['answer'] or '(none)'}",
+        f"Choice:   {data['choice'] or '(no option identified)'}",
+        f"Scene graph ({len(data['objects'])} objects, camera optical frame, metres):",
+    ]
+    for o in data["objects"]:
+        box = ", ".join(f"{v:.0f}" for v in o["bbox"])
+        if o["has_3d"]:
+            x, y, z = o["center"]
+            where = f"at ({x:+.2f}, {y:+.2f}, {z:+.2f}), {o['distance']:.2f} m away"
+        else:
+            where = f"no 3D: {o.get('no_3d_reason') or 'unknown'}"
+        lines.append(f"  {o['id']:<20} box [{box}]  {where}")
+    for r in data["relations"]:
+        lines.append(f"  {r['subject']} {r['predicate']} {r['object']}")
+    if data["warnings"]:
+        lines.append(f"Warnings: {'; '.join(data['warnings'][:5])}")
+    lines.append("=" * 72)
+    print("\n".join(lines), flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    """The demo; raises DemoError for the expected failures."""
+    from spatialthinker_ros.sample_data import SAMPLE_DIR, load_sample
+
+    sample_dir = Path(args.sample) if args.sample else SAMPLE_DIR
+    try:
+        sample = load_sample(sample_dir)
+    except (FileNotFoundError, ValueError) as error:
+        raise DemoError(
+            f"bundled sample unusable: {error} (regenerate: tools/make_sample.py)"
+        ) from None
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    if args.backend == "transformers":
+        check_model(args.model)
+
+    env = demo_environment()
+    os.environ.update(
+        {
+            k: env[k]
+            for k in (
+                "ROS_AUTOMATIC_DISCOVERY_RANGE",
+                "ROS_DOMAIN_ID",
+                "FASTDDS_DEFAULT_PROFILES_FILE",
+                "AMENT_PREFIX_PATH",
+            )
+        }
+    )
+    print(
+        f"{PROG}: starting spatialthinker_node with model {args.model} "
+        f"(ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']})",
+        flush=True,
+    )
+    node_process = NodeProcess(args, env)
+
+    import rclpy
+    from lifecycle_msgs.srv import GetState
+    from rclpy.executors import MultiThreadedExecutor
+
+    from spatialthinker_msgs.srv import Query
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("spatialthinker_demo", context=context)
+    executor = MultiThreadedExecutor(num_threads=3, context=context)
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    try:
+        camera = Camera(node, sample)
+        get_state = node.create_client(GetState, f"{NODE}/get_state")
+        query = node.create_client(Query, f"{NODE}/query")
+        deadline = time.monotonic() + args.timeout
+
+        def check_alive() -> None:
+            reason = node_process.configure_failure()
+            if reason is not None:
+                not_found = any(
+                    key in reason
+                    for key in (
+                        "not in the local Hugging Face cache",
+                        "does not exist",
+                        "could not load model",
+                    )
+                )
+                if not_found:
+                    raise DemoError(
+                        f"the node could not load the model: {reason}\n"
+                        + _local_dir_hint(args.model),
+                        2,
+                    )
+                raise DemoError(f"the node could not start: {reason}")
+            if node_process.process.poll() is not None:
+                raise DemoError(
+                    f"the node exited (status {node_process.process.returncode}); see its log above"
+                )
+            if time.monotonic() > deadline:
+                raise DemoError(f"no answer within {args.timeout:.0f} s (--timeout)")
+
+        # Wait for "active": configure loads (maybe downloads) the model first.
+        while True:
+            check_alive()
+            if get_state.service_is_ready():
+                future = get_state.call_async(GetState.Request())
+                waited = time.monotonic() + 2.0
+                while not future.done() and time.monotonic() < waited:
+                    time.sleep(0.05)
+                if future.done() and future.result().current_state.label == "active":
+                    break
+            time.sleep(0.2)
+        print(f"{PROG}: node active; playing the sample and asking", flush=True)
+        time.sleep(0.5)  # let a few frames arrive
+
+        request = Query.Request(question=sample.question, options=sample.options)
+        request.timeout = float(max(1.0, deadline - time.monotonic()))
+        response = None
+        while response is None or (
+            not response.success and "frame" in response.message and time.monotonic() < deadline
+        ):
+            check_alive()
+            future = query.call_async(request)
+            while not future.done():
+                check_alive()
+                time.sleep(0.05)
+            response = future.result()
+            if not response.success:
+                time.sleep(0.5)  # no frame yet: the camera needs another moment
+        if not response.success:
+            raise DemoError(f"the node did not answer: {response.message}")
+        data = answer_to_dict(response.answer)
+        data["expected_choice"] = sample.answer
+        stamp = (response.answer.header.stamp.sec, response.answer.header.stamp.nanosec)
+        frame = sample.frames[camera.sent.get(stamp, 0)]
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+        node_process.stop()
+
+    from spatialthinker_ros.offline import write_annotated, write_json
+
+    print_answer(data)
+    json_path = write_json(output, "answer.json", data)
+    png_path = write_annotated(output, "annotated.png", frame.rgb, data)
+    print(f"{PROG}: wrote {json_path} and {png_path}", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line; see the module docstring."""
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="hub id or local directory")
+    parser.add_argument("--backend", default="transformers", choices=("transformers", "openai"))
+    parser.add_argument(
+        "--output", default="out/demo", help="folder for answer.json, annotated.png"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=1800.0,
+        help="seconds for loading (downloading) the model and answering",
+    )
+    parser.add_argument("--max-new-tokens", type=int, help="override the node's max_new_tokens")
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME:=VALUE",
+        help="another node parameter, e.g. device:=cpu or openai.base_url:=http://host:8000/v1",
+    )
+    parser.add_argument("--sample", help="sample folder (default: the bundled samples/)")
+    parser.add_argument("--quiet", action="store_true", help="do not echo the node's log")
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except DemoError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return error.code
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # one line, never a traceback
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"{PROG}: error: {type(error).__name__}: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
