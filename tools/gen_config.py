@@ -21,13 +21,16 @@ README = ROOT / "README.md"
 BEGIN, END = "<!-- parameters:begin -->", "<!-- parameters:end -->"
 
 
+def yaml_value(value: object) -> str:
+    """A default as YAML writes it (true/false, quoted strings, numbers)."""
+    return str(value).lower() if isinstance(value, bool) else json.dumps(value)
+
+
 def parameter_table() -> str:
     """The README's parameter table (Markdown)."""
     rows = ["| parameter | default | description |", "|---|---|---|"]
     for spec in PARAMETERS:
-        default = json.dumps(spec.default) if not isinstance(spec.default, bool) else str(
-            spec.default
-        ).lower()
+        default = yaml_value(spec.default)
         text = spec.description.replace("|", "\\|")
         if spec.choices:
             text += f" Choices: {', '.join(f'`{c}`' for c in spec.choices)}."
