@@ -57,12 +57,7 @@ def main() -> None:
     for spec in PARAMETERS:
         for comment in textwrap.wrap(spec.description, 92):
             lines.append(f"    # {comment}")
-        value = (
-            json.dumps(spec.default)
-            if not isinstance(spec.default, bool)
-            else str(spec.default).lower()
-        )
-        lines.append(f"    {spec.name}: {value}")
+        lines.append(f"    {spec.name}: {yaml_value(spec.default)}")
     OUT.write_text("\n".join(lines) + "\n")
     print(f"wrote {OUT.relative_to(ROOT)}")
     update_readme()
