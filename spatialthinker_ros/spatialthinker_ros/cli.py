@@ -31,14 +31,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _options_list(value: str) -> list[str]:
+def options_list(value: str) -> list[str]:
+    """``--options`` parser: comma-separated, no empty entries."""
     options = [part.strip() for part in value.split(",")]
     if not all(options):
         raise argparse.ArgumentTypeError(f"empty option in {value!r}")
     return options
 
 
-def _positive_int(value: str) -> int:
+def positive_int(value: str) -> int:
+    """Argument parser for a positive integer."""
     try:
         number = int(value)
     except ValueError:
@@ -57,11 +59,11 @@ def _add_parse_command(subparsers: argparse._SubParsersAction) -> None:
             "relations, answer, choice, strict flag, warnings) as JSON."
         ),
     )
-    parser.add_argument("--width", type=_positive_int, help="stated image width (clips boxes)")
-    parser.add_argument("--height", type=_positive_int, help="stated image height")
+    parser.add_argument("--width", type=positive_int, help="stated image width (clips boxes)")
+    parser.add_argument("--height", type=positive_int, help="stated image height")
     parser.add_argument(
         "--options",
-        type=_options_list,
+        type=options_list,
         help="comma-separated multiple-choice options in order, e.g. 'behind,in front of'",
     )
     parser.add_argument("--compact", action="store_true", help="print one line of JSON")

@@ -27,7 +27,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from spatialthinker_ros.camera import CameraIntrinsics
-from spatialthinker_ros.cli import CommandError
+from spatialthinker_ros.cli import CommandError, options_list, positive_int
 from spatialthinker_ros.parameters import PARAMETERS_BY_NAME
 
 __all__ = [
@@ -60,16 +60,6 @@ def _choices(name: str) -> tuple[str, ...]:
     return PARAMETERS_BY_NAME[name].choices
 
 
-def positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
-    if number <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {value!r}")
-    return number
-
-
 def positive_float(value: str) -> float:
     try:
         number = float(value)
@@ -78,14 +68,6 @@ def positive_float(value: str) -> float:
     if not (number > 0 and math.isfinite(number)):
         raise argparse.ArgumentTypeError(f"must be positive: {value!r}")
     return number
-
-
-def options_list(value: str) -> list[str]:
-    """``--options`` parser: comma-separated, no empty entries."""
-    options = [part.strip() for part in value.split(",")]
-    if not all(options):
-        raise argparse.ArgumentTypeError(f"empty option in {value!r}")
-    return options
 
 
 # ---------------------------------------------------------------------------- engine options
