@@ -53,7 +53,7 @@ from spatialthinker_msgs.srv import Query
 from spatialthinker_ros import images
 from spatialthinker_ros.annotate import draw_annotations
 from spatialthinker_ros.backends import GenerationSettings, create_backend
-from spatialthinker_ros.camera import CameraIntrinsics, depth_to_metres
+from spatialthinker_ros.camera import CameraIntrinsics, aspect_mismatch, depth_to_metres
 from spatialthinker_ros.engine import (
     EngineConfig,
     EngineResult,
@@ -165,6 +165,7 @@ class SpatialThinkerNode(LifecycleNode):
         self._ids = itertools.count(1)
         self._engine: InferenceEngine | None = None
         self._backend_state = "unconfigured"
+        self._last_backend_error: str | None = None
         self._active = False
         self._continuous_pending: PendingRequest | None = None
         self._state_lock = threading.Lock()
@@ -520,6 +521,9 @@ class SpatialThinkerNode(LifecycleNode):
         try:
             result: EngineResult = future.result()
         except RequestFailed as error:
+            if error.kind == "backend":
+                # Kept for diagnostics until a request succeeds again.
+                self._last_backend_error = error.reason
             self._fail(pending, error.reason)
             return
         except Exception as error:  # a cancelled future or an engine bug: still one outcome
@@ -531,6 +535,7 @@ class SpatialThinkerNode(LifecycleNode):
             self.get_logger().error(f"{pending.request_id}: could not build the answer: {error}")
             self._fail(pending, f"could not build the answer: {error}")
             return
+        self._last_backend_error = None
         if not pending.resolve(answer=answer):
             return  # the caller already gave up (deadline); its failure stands
         if pending.source == "continuous":
@@ -590,16 +595,21 @@ class SpatialThinkerNode(LifecycleNode):
         try:
             intrinsics = CameraIntrinsics.from_camera_info(info)
         except ValueError as error:
-            self._input_errors["camera_info"] = str(error)
+            self._input_errors["camera_info"] = f"camera_info unusable: {error}"
             return None, f"camera_info unusable: {error}"
+        self._input_errors.pop("camera_info", None)
         if (intrinsics.width, intrinsics.height) != (width, height):
-            try:
-                intrinsics = intrinsics.scaled(width, height)
-            except ValueError as error:
-                return None, (
+            # A camera_info for another resolution of the same view is rescaled; one
+            # of another shape belongs to another camera or crop and is refused.
+            mismatch = aspect_mismatch(intrinsics.size, (width, height))
+            if mismatch:
+                reason = (
                     f"camera_info is {intrinsics.width}x{intrinsics.height} but the colour image"
-                    f" is {width}x{height}: {error}"
+                    f" is {width}x{height}: {mismatch}"
                 )
+                self._input_errors["camera_info"] = reason
+                return None, reason
+            intrinsics = intrinsics.scaled(width, height)
         try:
             depth_msg = deserialize_message(pending.selection.depth.message, Image)
             depth_m = depth_to_metres(images.image_to_numpy(depth_msg), depth_msg.encoding)
@@ -847,11 +857,18 @@ class SpatialThinkerNode(LifecycleNode):
                 text = f"{value:.3f}" if isinstance(value, float) else str(value)
                 values.append(KeyValue(key=str(key), value=bounded(text, 512)))
         values.append(KeyValue(key="backend state", value=bounded(backend_state, 512)))
+        last_error = self._last_backend_error
+        if last_error:
+            values.append(KeyValue(key="last backend error", value=bounded(last_error, 512)))
         status.values = values
         healthy = backend_state in ("ready", "loaded", "ok", "idle", "busy", "running")
         if engine is None:
             level = DiagnosticStatus.WARN if "failed" in backend_state else DiagnosticStatus.OK
             status.level, status.message = level, bounded(f"backend {backend_state}", 512)
+        elif last_error:
+            # The backend loaded but its latest request failed (server down, 5xx, timeout).
+            status.level = DiagnosticStatus.ERROR
+            status.message = bounded(f"backend failing: {last_error}", 512)
         elif healthy:
             status.level, status.message = DiagnosticStatus.OK, f"backend {backend_state}"
         else:
