@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import socket
 import sys
 import threading
 import time
@@ -62,6 +63,7 @@ class ScriptedOpenAIServer:
         self._malformed_next = 0
         self._lock = threading.Lock()
         self._in_flight = 0
+        self._connections: set[socket.socket] = set()
         self.max_in_flight_seen = 0
         self._httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
         self._httpd.daemon_threads = True
@@ -105,8 +107,20 @@ class ScriptedOpenAIServer:
         return self
 
     def stop(self) -> None:
+        """Stop like a killed server: stop listening and drop every open connection.
+
+        The client keeps HTTP/1.1 connections alive; without dropping them, a "stopped"
+        server would go on answering on them.
+        """
         self._httpd.shutdown()
         self._httpd.server_close()
+        with self._lock:
+            connections, self._connections = list(self._connections), set()
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                connection.close()
         if self._thread is not None:
             self._thread.join(5)
 
@@ -156,16 +170,28 @@ class ScriptedOpenAIServer:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
+            def setup(self) -> None:
+                super().setup()
+                with server._lock:
+                    server._connections.add(self.connection)
+
+            def finish(self) -> None:
+                with server._lock:
+                    server._connections.discard(self.connection)
+                with contextlib.suppress(OSError):
+                    super().finish()
+
             def log_message(self, format: str, *args: Any) -> None:  # quiet test output
                 pass
 
             def _send(self, status: int, payload: bytes, content_type: str) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                # The client may have given up already (timeout test).
-                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                # The client may have given up already (timeout test), or the server was
+                # stopped under it (killed-server test).
+                with contextlib.suppress(OSError, ValueError):
+                    self.send_response(status)
+                    self.send_header("Content-Type", content_type)
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
                     self.wfile.write(payload)
 
             def do_GET(self) -> None:
