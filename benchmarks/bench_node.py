@@ -61,7 +61,10 @@ def tick():
         msg.header.frame_id = "camera_color_optical_frame"
         pub.publish(msg)
 node.create_timer(1 / {rate}, tick)
-rclpy.spin(node)
+try:
+    rclpy.spin(node)
+except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+    pass
 """
 
 PLAIN_NODE = """
@@ -81,7 +84,10 @@ def depth(msg):
 node.create_subscription(Image, "/bench/image", colour, qos_profile_sensor_data)
 node.create_subscription(Image, "/bench/depth", depth, qos_profile_sensor_data)
 node.create_subscription(CameraInfo, "/bench/camera_info", lambda m: None, qos_profile_sensor_data)
-rclpy.spin(node)
+try:
+    rclpy.spin(node)
+except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+    pass
 """
 
 

@@ -192,6 +192,9 @@ class SpatialThinkerNode(LifecycleNode):
             goal_callback=lambda _goal: GoalResponse.ACCEPT,
             cancel_callback=lambda _goal: CancelResponse.ACCEPT,
             callback_group=self._request_group,
+            # Finished goals' results are kept for late get_result calls; rclpy's
+            # default (15 min) would hold every answer of a busy robot in memory.
+            result_timeout=60,
         )
         self.create_subscription(
             String, "~/question", self._on_question, 10, callback_group=self._input_group
