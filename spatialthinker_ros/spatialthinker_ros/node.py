@@ -533,7 +533,7 @@ class SpatialThinkerNode(LifecycleNode):
             self._fail(pending, f"request failed: {error or type(error).__name__}")
             return
         try:
-            answer, lifted_labels = self._build_answer(pending, result)
+            answer, distances = self._build_answer(pending, result)
         except Exception as error:
             self.get_logger().error(f"{pending.request_id}: could not build the answer: {error}")
             self._fail(pending, f"could not build the answer: {error}")
@@ -544,7 +544,7 @@ class SpatialThinkerNode(LifecycleNode):
         if pending.source == "continuous":
             self._input_errors.pop("continuous", None)
         if self._active:
-            self._publish_outputs(pending, answer, lifted_labels)
+            self._publish_outputs(pending, answer, distances)
 
     def _fail(self, pending: PendingRequest, reason: str) -> None:
         """Record a failure; requests nobody waits on report it where users look."""
@@ -826,14 +826,16 @@ class SpatialThinkerNode(LifecycleNode):
             values.append(KeyValue(key=f"{name} received", value=str(stats.count)))
             if age is None or age > float(self._param("max_frame_age")):
                 stale.append(name)
-        for name, error in sorted(self._input_errors.items()):
+        # A copy: request and engine threads update the errors while we read them.
+        errors = dict(self._input_errors)
+        for name, error in sorted(errors.items()):
             values.append(KeyValue(key=f"{name} error", value=bounded(error, 512)))
         status.values = values
         if not self._active:
             status.level, status.message = DiagnosticStatus.OK, "inactive: inputs not subscribed"
-        elif self._input_errors:
+        elif errors:
             status.level = DiagnosticStatus.WARN
-            status.message = bounded("; ".join(sorted(self._input_errors.values())), 512)
+            status.message = bounded("; ".join(sorted(errors.values())), 512)
         elif stale:
             status.level, status.message = DiagnosticStatus.WARN, f"no recent {', '.join(stale)}"
         else:
