@@ -158,7 +158,11 @@ def main() -> int:
         rig.node.create_subscription(
             DiagnosticArray,
             "/diagnostics",
-            lambda _msg: diagnostics_times.append(time.monotonic()),
+            # The node's own publish stamps: what the node did, not when this busy
+            # process got round to reading it.
+            lambda msg: diagnostics_times.append(
+                msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+            ),
             10,
         )
         memory: list[tuple[float, float]] = []
@@ -197,7 +201,10 @@ def main() -> int:
             early, late = statistics.median(warm[:third]), statistics.median(warm[-third:])
             growth = (late - early) / early if warm else 0.0
             judge_memory = args.duration >= MIN_MEMORY_JUDGED_S
-            window = [t for t in diagnostics_times if started <= t <= started + elapsed]
+            wall_started = time.time() - elapsed
+            window = sorted(
+                t for t in diagnostics_times if wall_started <= t <= wall_started + elapsed
+            )
             gaps = [b - a for a, b in itertools.pairwise(window)]
             max_gap = max(gaps) if gaps else float("inf")
             duplicates = len(tally.request_ids) - len(set(tally.request_ids))

@@ -17,6 +17,7 @@ in an rclpy coroutine instead would make the executor spin hot while it waits.)
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import threading
 import time
@@ -119,14 +120,20 @@ class PendingRequest:
     source: str
     started: float
     deadline: float
-    selection: FrameSelection
+    selection: FrameSelection | None
     header: Header
-    rgb: np.ndarray
+    rgb: np.ndarray | None
     handle: RequestHandle | None = None
     answer: SpatialAnswer | None = None
     failure: str | None = None
     done: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def release(self) -> None:
+        """Drop the frames (megabytes) once the request has ended and been published."""
+        self.rgb = None
+        self.selection = None
+        self.handle = None
 
     def resolve(self, answer: SpatialAnswer | None = None, failure: str | None = None) -> bool:
         """Record the outcome; only the first call counts (exactly one outcome)."""
@@ -172,6 +179,8 @@ class SpatialThinkerNode(LifecycleNode):
 
         self._input_group = MutuallyExclusiveCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
+        # Diagnostics on their own, so a busy continuous-mode tick never delays them.
+        self._diagnostics_group = MutuallyExclusiveCallbackGroup()
         self._request_group = ReentrantCallbackGroup()
         self._input_subscriptions: list[tuple[str, Any]] = []
         self._polled_group = PolledCallbackGroup()
@@ -207,7 +216,7 @@ class SpatialThinkerNode(LifecycleNode):
         self.create_timer(
             self._param("diagnostics_period"),
             self._publish_diagnostics,
-            callback_group=self._timer_group,
+            callback_group=self._diagnostics_group,
         )
 
     # ------------------------------------------------------------------ helpers
@@ -522,6 +531,14 @@ class SpatialThinkerNode(LifecycleNode):
     def _on_engine_done(self, pending: PendingRequest, future: Any) -> None:
         """Runs on the engine's thread when a request ends."""
         try:
+            self._finish(pending, future)
+        finally:
+            # The future's callback list refers back to the request: drop its frames now
+            # rather than when the cyclic garbage collector gets round to the cycle.
+            pending.release()
+
+    def _finish(self, pending: PendingRequest, future: Any) -> None:
+        try:
             result: EngineResult = future.result()
         except RequestFailed as error:
             if error.kind == "backend":
@@ -658,8 +675,9 @@ class SpatialThinkerNode(LifecycleNode):
         """Block this executor thread until the request has its one outcome."""
         remaining = pending.deadline - time.monotonic() + DEADLINE_GRACE_S
         if not pending.done.wait(max(remaining, 0.0)):
-            if pending.handle is not None:
-                pending.handle.cancel()
+            handle = pending.handle  # read once: the engine thread may release it
+            if handle is not None:
+                handle.cancel()
             budget = pending.deadline - pending.started
             self._fail(pending, f"deadline passed: no answer within {budget:g} s")
 
@@ -712,8 +730,9 @@ class SpatialThinkerNode(LifecycleNode):
             if pending.done.wait(0.05):
                 break
             if goal_handle.is_cancel_requested:
-                if pending.handle is not None:
-                    pending.handle.cancel()
+                handle = pending.handle  # read once: the engine thread may release it
+                if handle is not None:
+                    handle.cancel()
                 pending.resolve(failure="cancelled by the client")
                 break
             if time.monotonic() > pending.deadline + DEADLINE_GRACE_S:
@@ -887,8 +906,27 @@ class SpatialThinkerNode(LifecycleNode):
         return bounded(f"{self._param('backend')}:{self._param('model')}", 256)
 
 
+def _steady_memory() -> None:
+    """Return large buffers to the system as soon as they are freed (glibc only).
+
+    Each request allocates frame-sized buffers (raw frames, RGB arrays, the resized
+    model image) on whichever of the executor's and engine's threads handles it. glibc's
+    adaptive mmap threshold lets such buffers land in per-thread arenas, where freed
+    space is kept and fragments, so resident memory drifts up and down by tens of MB
+    over hours. A fixed threshold maps every buffer above 256 KB on its own and unmaps
+    it when freed: resident memory stays flat, at the cost of a few cheap syscalls.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return  # not glibc: nothing to tune
+    m_mmap_threshold = -3
+    libc.mallopt(m_mmap_threshold, 256 * 1024)
+
+
 def main(args: list[str] | None = None) -> None:
     """Run spatialthinker_node until shut down."""
+    _steady_memory()
     rclpy.init(args=args)
     node = SpatialThinkerNode()
     executor = MultiThreadedExecutor(num_threads=node.executor_threads)
