@@ -17,7 +17,6 @@ in an rclpy coroutine instead would make the executor spin hot while it waits.)
 
 from __future__ import annotations
 
-import ctypes
 import itertools
 import threading
 import time
@@ -906,27 +905,8 @@ class SpatialThinkerNode(LifecycleNode):
         return bounded(f"{self._param('backend')}:{self._param('model')}", 256)
 
 
-def _steady_memory() -> None:
-    """Return large buffers to the system as soon as they are freed (glibc only).
-
-    Each request allocates frame-sized buffers (raw frames, RGB arrays, the resized
-    model image) on whichever of the executor's and engine's threads handles it. glibc's
-    adaptive mmap threshold lets such buffers land in per-thread arenas, where freed
-    space is kept and fragments, so resident memory drifts up and down by tens of MB
-    over hours. A fixed threshold maps every buffer above 256 KB on its own and unmaps
-    it when freed: resident memory stays flat, at the cost of a few cheap syscalls.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return  # not glibc: nothing to tune
-    m_mmap_threshold = -3
-    libc.mallopt(m_mmap_threshold, 256 * 1024)
-
-
 def main(args: list[str] | None = None) -> None:
     """Run spatialthinker_node until shut down."""
-    _steady_memory()
     rclpy.init(args=args)
     node = SpatialThinkerNode()
     executor = MultiThreadedExecutor(num_threads=node.executor_threads)
