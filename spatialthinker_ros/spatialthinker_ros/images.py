@@ -453,7 +453,7 @@ def encode_compressed_depth(
         b = 1.0 - a / depth_max
         d = np.asarray(depth, dtype=np.float32)
         valid = np.isfinite(d) & (d > 0) & (d < depth_max)
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             inv = np.where(valid, a / d + b, 0.0)
         img = np.clip(inv, 0, 65535).astype(np.uint16)
     else:

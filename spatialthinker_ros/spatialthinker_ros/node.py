@@ -79,6 +79,8 @@ MAX_OPTIONS = 26
 # How long past its deadline a waiting call gives a running request before
 # failing it itself (the engine fails queued requests at the deadline).
 DEADLINE_GRACE_S = 2.0
+# Longest deadline a request may ask for (an hour: far beyond any answer's seconds).
+MAX_REQUEST_TIMEOUT_S = 3600.0
 
 
 def _never_called(_message: Any) -> None:
@@ -475,8 +477,13 @@ class SpatialThinkerNode(LifecycleNode):
                 raise RequestRejected(f"option {chr(65 + index)} is empty")
             if len(option) > 1024:
                 raise RequestRejected(f"option {chr(65 + index)} is longer than 1024 characters")
-        max_frame_age = max_frame_age if max_frame_age > 0 else float(self._param("max_frame_age"))
-        timeout = timeout if timeout > 0 else float(self._param("request_timeout"))
+        # 0 (and NaN) mean "the node's default"; a deadline is capped so that a huge or
+        # infinite one (a planner's bug) cannot overflow a wait.
+        if not max_frame_age > 0:
+            max_frame_age = float(self._param("max_frame_age"))
+        if not timeout > 0:
+            timeout = float(self._param("request_timeout"))
+        timeout = min(timeout, MAX_REQUEST_TIMEOUT_S)
         self._drain_inputs()
         try:
             selection = self._frames.select(

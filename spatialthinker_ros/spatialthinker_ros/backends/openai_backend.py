@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -58,6 +59,9 @@ def encode_image(image: np.ndarray, image_format: str = "jpeg", jpeg_quality: in
     if not ok:
         raise ValueError("image encoding failed")
     return f"data:{mime};base64,{base64.b64encode(buf.tobytes()).decode('ascii')}"
+
+
+_BEARER = re.compile(r"Bearer\s+\S+")
 
 
 class OpenAIBackend(Backend):
@@ -241,6 +245,7 @@ class OpenAIBackend(Backend):
             except Exception as exc:  # malformed bodies and anything unexpected
                 retryable = False
                 reason = f"bad response from {self.base_url}: {type(exc).__name__}: {exc}"
+            reason = self._redact(reason)
             if not retryable or attempt >= self.max_retries:
                 tries = f" after {attempt + 1} attempts" if attempt else ""
                 return BackendError(reason + tries)
@@ -252,6 +257,14 @@ class OpenAIBackend(Backend):
                     return BackendError("cancelled")
             else:
                 time.sleep(delay)
+
+    def _redact(self, text: str) -> str:
+        """Remove the API key from a reason: servers and proxies echo it in error bodies
+        ("Incorrect API key provided: sk-..."), and reasons reach logs and /diagnostics."""
+        key = os.environ.get(self.api_key_env, "")
+        if len(key) >= 4:
+            text = text.replace(key, "[redacted]")
+        return _BEARER.sub("Bearer [redacted]", text)
 
     def _reason(self, exc: Exception) -> str:
         import openai
