@@ -34,3 +34,24 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from spatialthinker_ros.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny_model"))
+
+
+@pytest.fixture(scope="module")
+def rig():
+    """Camera + planner + observer in this process, one per test module (node_harness.Rig)."""
+    from node_harness import DEMO_SCENE, Rig
+
+    rig = Rig(DEMO_SCENE)
+    yield rig
+    rig.close()
+
+
+@pytest.fixture(scope="module")
+def server():
+    """The scripted OpenAI-compatible test server, answering in SpatialThinker format with
+    boxes that frame the demo scene's objects (a stand-in for vLLM)."""
+    from node_harness import DEMO_SCENE, scripted_reply
+    from scripted_openai_server import ScriptedOpenAIServer
+
+    with ScriptedOpenAIServer(default_reply=scripted_reply(DEMO_SCENE)) as scripted:
+        yield scripted

@@ -9,15 +9,17 @@ the node publishes. Traffic stays on loopback in this run's ROS domain
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,8 @@ from spatialthinker_ros.images import numpy_to_image
 from spatialthinker_ros.synthetic_scene import SyntheticScene, demo_scene
 
 NODE = "/spatialthinker"
+# The scene every end-to-end test shows the node (rendered once per process).
+DEMO_SCENE = demo_scene()
 # Which synthetic objects the scripted model "sees", with the ids it writes.
 SCRIPTED_OBJECTS = {"red_box.1": 0, "green_box.1": 1, "white_pillar.1": 6}
 
@@ -98,7 +102,13 @@ def scripted_reply(scene: SyntheticScene) -> Callable[[dict], str]:
 class NodeProcess:
     """spatialthinker_node in a subprocess with a params file."""
 
-    def __init__(self, params: dict[str, Any], remaps: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        params: dict[str, Any],
+        remaps: dict[str, str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.final_log: str | None = None
         self._dir = tempfile.TemporaryDirectory(prefix="spatialthinker_node_")
         self.params_file = Path(self._dir.name) / "params.yaml"
         self.params_file.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
@@ -114,11 +124,13 @@ class NodeProcess:
             args += ["-r", f"{name}:={target}"]
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            args, stdout=self._log, stderr=subprocess.STDOUT, env=dict(os.environ)
+            args, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
         )
 
     def log(self) -> str:
-        """Everything the node printed so far."""
+        """Everything the node printed so far (also after stop())."""
+        if self.final_log is not None:
+            return self.final_log
         self._log.flush()
         return self.log_path.read_text(errors="replace")
 
@@ -133,8 +145,44 @@ class NodeProcess:
                 self.process.wait(5)
         self._log.close()
         code = self.process.returncode
+        self.final_log = self.log_path.read_text(errors="replace")
         self._dir.cleanup()
         return code
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on (for a server started later)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def running_node(
+    rig: Rig,
+    params: dict[str, Any],
+    remaps: dict[str, str] | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 60.0,
+) -> Iterator[NodeProcess]:
+    """Start the node, wait until it is active, and on exit check that it stops cleanly.
+
+    Raises:
+        AssertionError: With the node's log, when it never becomes active, dies while in
+            use, or does not exit with status 0.
+    """
+    process = NodeProcess(params, remaps, env)
+    try:
+        rig.wait_for_node(timeout)
+    except AssertionError:
+        process.stop()
+        raise AssertionError(process.log()) from None
+    try:
+        yield process
+        assert process.process.poll() is None, "node died:\n" + process.log()[-4000:]
+    finally:
+        code = process.stop()
+    assert code == 0, process.log()
 
 
 class Rig:

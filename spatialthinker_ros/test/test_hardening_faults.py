@@ -10,67 +10,43 @@ test_transformers_backend.py: split, retry once, then fail with the reason.)
 
 from __future__ import annotations
 
-import os
-import socket
 import threading
 import time
 
 import pytest
 from diagnostic_msgs.msg import DiagnosticStatus
-from node_harness import NodeProcess, Rig, scripted_reply
+from node_harness import DEMO_SCENE, Rig, free_port, running_node, scripted_reply
 from scripted_openai_server import ScriptedOpenAIServer
 
-from spatialthinker_ros.synthetic_scene import demo_scene
-
-SCENE = demo_scene()
+SCENE = DEMO_SCENE
 API_KEY_ENV = "SPATIALTHINKER_TEST_API_KEY"
 API_KEY = "sk-test-6f1d2c9e-never-log-me"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def port() -> int:
-    return _free_port()
-
-
-@pytest.fixture(scope="module")
-def rig():
-    rig = Rig(SCENE)
-    yield rig
-    rig.close()
+    return free_port()
 
 
 @pytest.fixture(scope="module")
 def node(rig, port):
     # The server is NOT running yet: the node must still configure and serve reasons.
-    os.environ[API_KEY_ENV] = API_KEY
-    try:
-        process = NodeProcess(
-            {
-                "backend": "openai",
-                "model": "faults",
-                "openai.base_url": f"http://127.0.0.1:{port}/v1",
-                "openai.api_key_env": API_KEY_ENV,
-                "openai.timeout": 1.5,
-                "openai.max_retries": 1,
-                "request_timeout": 15.0,
-                "max_frame_age": 3.0,
-                "diagnostics_period": 0.2,
-            }
-        )
-    finally:
-        del os.environ[API_KEY_ENV]
-    try:
-        rig.wait_for_node()
-    except AssertionError:
-        raise AssertionError(process.log()) from None
-    yield process
-    assert process.stop() == 0, process.log()
+    with running_node(
+        rig,
+        {
+            "backend": "openai",
+            "model": "faults",
+            "openai.base_url": f"http://127.0.0.1:{port}/v1",
+            "openai.api_key_env": API_KEY_ENV,
+            "openai.timeout": 1.5,
+            "openai.max_retries": 1,
+            "request_timeout": 15.0,
+            "max_frame_age": 3.0,
+            "diagnostics_period": 0.2,
+        },
+        env={API_KEY_ENV: API_KEY},
+    ) as process:
+        yield process
 
 
 def _serve(port: int) -> ScriptedOpenAIServer:

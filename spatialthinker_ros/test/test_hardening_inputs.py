@@ -12,33 +12,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from lifecycle_msgs.msg import Transition
-from node_harness import NodeProcess, Rig, scripted_reply
-from scripted_openai_server import ScriptedOpenAIServer
+from node_harness import DEMO_SCENE, NodeProcess, Rig, running_node
 from sensor_msgs.msg import CompressedImage
 
 from spatialthinker_msgs.srv import Query
 from spatialthinker_ros.images import numpy_to_image
-from spatialthinker_ros.synthetic_scene import demo_scene
 
-SCENE = demo_scene()
-
-
-@pytest.fixture(scope="module")
-def server():
-    with ScriptedOpenAIServer(default_reply=scripted_reply(SCENE)) as scripted:
-        yield scripted
-
-
-@pytest.fixture(scope="module")
-def rig():
-    rig = Rig(SCENE)
-    yield rig
-    rig.close()
+SCENE = DEMO_SCENE
 
 
 @pytest.fixture(scope="module")
 def node(server, rig):
-    process = NodeProcess(
+    with running_node(
+        rig,
         {
             "backend": "openai",
             "model": "hardening",
@@ -47,14 +33,9 @@ def node(server, rig):
             "request_timeout": 20.0,
             # Generous: a loaded 2-core CI machine can stall the test camera for a moment.
             "max_frame_age": 3.0,
-        }
-    )
-    try:
-        rig.wait_for_node()
-    except AssertionError:
-        raise AssertionError(process.log()) from None
-    yield process
-    assert process.stop() == 0, process.log()
+        },
+    ) as process:
+        yield process
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,6 @@ engine serves again once memory is back.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -20,13 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticStatus
-from node_harness import NodeProcess, Rig, scripted_reply
+from node_harness import DEMO_SCENE, Rig, free_port, running_node, scripted_reply
 from scripted_openai_server import ScriptedOpenAIServer
 
 from spatialthinker_msgs.action import Query as QueryAction
-from spatialthinker_ros.synthetic_scene import demo_scene
 
-SCENE = demo_scene()
+SCENE = DEMO_SCENE
 REQUEST_TIMEOUT = 8.0
 GRACE = 4.0  # transport + the node's own grace; still far from "hung"
 QUESTION = "Is the red box in front of or behind the green box?"
@@ -34,21 +32,13 @@ QUESTION = "Is the red box in front of or behind the green box?"
 
 @pytest.fixture(scope="module")
 def port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def rig():
-    rig = Rig(SCENE)
-    yield rig
-    rig.close()
+    return free_port()
 
 
 @pytest.fixture(scope="module")
 def node(rig, port):
-    process = NodeProcess(
+    with running_node(
+        rig,
         {
             "backend": "openai",
             "model": "faults-2",
@@ -59,15 +49,9 @@ def node(rig, port):
             "max_frame_age": 3.0,
             "diagnostics_period": 0.2,
             "openai.max_in_flight": 4,
-        }
-    )
-    try:
-        rig.wait_for_node()
-    except AssertionError:
-        raise AssertionError(process.log()) from None
-    yield process
-    assert process.process.poll() is None, "node died:\n" + process.log()[-4000:]
-    assert process.stop() == 0, process.log()
+        },
+    ) as process:
+        yield process
 
 
 def _serve(port: int) -> ScriptedOpenAIServer:

@@ -19,34 +19,20 @@ import time
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticStatus
-from node_harness import NodeProcess, Rig, scripted_reply
-from scripted_openai_server import ScriptedOpenAIServer
+from node_harness import DEMO_SCENE, NodeProcess, Rig, running_node
 from std_msgs.msg import String
 
 from spatialthinker_msgs.action import Query as QueryAction
 from spatialthinker_ros.images import numpy_to_image
-from spatialthinker_ros.synthetic_scene import demo_scene
 
-SCENE = demo_scene()
+SCENE = DEMO_SCENE
 GOOD_QUESTION = "Is the red box in front of or behind the green box?"
 
 
 @pytest.fixture(scope="module")
-def server():
-    with ScriptedOpenAIServer(default_reply=scripted_reply(SCENE)) as scripted:
-        yield scripted
-
-
-@pytest.fixture(scope="module")
-def rig():
-    rig = Rig(SCENE)
-    yield rig
-    rig.close()
-
-
-@pytest.fixture(scope="module")
 def node(server, rig):
-    process = NodeProcess(
+    with running_node(
+        rig,
         {
             "backend": "openai",
             "model": "bad-inputs",
@@ -57,16 +43,9 @@ def node(server, rig):
             # Generous: a loaded 2-core CI machine can stall the test camera for a moment.
             "max_frame_age": 3.0,
             "diagnostics_period": 0.25,
-        }
-    )
-    try:
-        rig.wait_for_node()
-    except AssertionError:
-        raise AssertionError(process.log()) from None
-    yield process
-    # A node that died during the module is a failure of its own, with its log.
-    assert process.process.poll() is None, "node died:\n" + process.log()[-4000:]
-    assert process.stop() == 0, process.log()
+        },
+    ) as process:
+        yield process
 
 
 @pytest.fixture(autouse=True)

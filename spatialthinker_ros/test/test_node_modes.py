@@ -3,46 +3,19 @@ continuous mode, compressed input. Each test starts its own node subprocess."""
 
 from __future__ import annotations
 
-import pytest
-from node_harness import NodeProcess, Rig, scripted_reply
-from scripted_openai_server import ScriptedOpenAIServer
+from node_harness import DEMO_SCENE, NodeProcess, Rig, running_node
 
 from spatialthinker_ros.images import encode_compressed_image
-from spatialthinker_ros.synthetic_scene import demo_scene
 
-SCENE = demo_scene()
-
-
-@pytest.fixture(scope="module")
-def rig():
-    rig = Rig(SCENE)
-    yield rig
-    rig.close()
-
-
-@pytest.fixture(scope="module")
-def server():
-    with ScriptedOpenAIServer(default_reply=scripted_reply(SCENE)) as scripted:
-        yield scripted
-
-
-def _start(rig: Rig, params: dict, remaps: dict | None = None) -> NodeProcess:
-    process = NodeProcess(params, remaps)
-    try:
-        rig.wait_for_node(timeout=120)
-    except AssertionError:
-        log = process.log()
-        process.stop()
-        raise AssertionError(log) from None
-    return process
+SCENE = DEMO_SCENE
 
 
 def test_transformers_backend_with_the_tiny_model_answers(rig, tiny_model_dir) -> None:
-    process = _start(
+    with running_node(
         rig,
         {"backend": "transformers", "model": str(tiny_model_dir), "max_new_tokens": 24},
-    )
-    try:
+        timeout=120,
+    ):
         rig.settle()
         response = rig.query(wait=120)
         assert response.success, response.message
@@ -56,8 +29,6 @@ def test_transformers_backend_with_the_tiny_model_answers(rig, tiny_model_dir) -
         assert answer.inference_s > 0
         # Still serving afterwards.
         assert rig.query(question="And now?", wait=120).success
-    finally:
-        assert process.stop() == 0, process.log()
 
 
 def test_missing_model_fails_configure_with_a_clear_log(rig, tmp_path) -> None:
@@ -74,23 +45,27 @@ def test_missing_model_fails_configure_with_a_clear_log(rig, tmp_path) -> None:
 
 def test_query_before_any_frame_fails_clearly(rig, server) -> None:
     rig.camera_on = False
-    process = _start(
-        rig,
-        {"backend": "openai", "model": "m", "openai.base_url": server.base_url},
-        remaps={"image": "/silent/image", "depth": "/silent/depth", "camera_info": "/silent/info"},
-    )
     try:
-        response = rig.query()
-        assert not response.success
-        assert "no colour frame received yet" in response.message
+        with running_node(
+            rig,
+            {"backend": "openai", "model": "m", "openai.base_url": server.base_url},
+            remaps={
+                "image": "/silent/image",
+                "depth": "/silent/depth",
+                "camera_info": "/silent/info",
+            },
+            timeout=120,
+        ):
+            response = rig.query()
+            assert not response.success
+            assert "no colour frame received yet" in response.message
     finally:
         rig.camera_on = True
-        assert process.stop() == 0, process.log()
 
 
 def test_continuous_mode_publishes_answers_at_its_rate(rig, server) -> None:
     before = len(server.completion_requests)
-    process = _start(
+    with running_node(
         rig,
         {
             "backend": "openai",
@@ -100,8 +75,8 @@ def test_continuous_mode_publishes_answers_at_its_rate(rig, server) -> None:
             "continuous_question": "Is the red box in front of the green box?",
             "continuous_options": "in front|behind",
         },
-    )
-    try:
+        timeout=120,
+    ):
         answer = rig.latest(
             rig.answers, lambda a: a.request_id.startswith("continuous-") and a.choice == "A", 20
         )
@@ -112,8 +87,6 @@ def test_continuous_mode_publishes_answers_at_its_rate(rig, server) -> None:
         # A query still gets through while the standing question runs.
         assert rig.query().success
         assert len(server.completion_requests) - before >= 4
-    finally:
-        assert process.stop() == 0, process.log()
 
 
 def test_compressed_colour_input(rig, server) -> None:
@@ -122,28 +95,28 @@ def test_compressed_colour_input(rig, server) -> None:
         type(jpeg), "/test_cam/image/compressed", rig._image_pub.qos_profile
     )
     timer = rig.node.create_timer(0.1, lambda: _publish_stamped(rig, publisher, jpeg))
-    process = _start(
-        rig,
-        {
-            "backend": "openai",
-            "model": "m",
-            "openai.base_url": server.base_url,
-            "image_transport": "compressed",
-        },
-        remaps={
-            "image/compressed": "/test_cam/image/compressed",
-            "depth": "/test_cam/depth",
-            "camera_info": "/test_cam/camera_info",
-        },
-    )
     try:
-        rig.settle()
-        response = rig.query()
-        assert response.success, response.message
-        assert response.answer.scene_graph.objects[0].has_3d
+        with running_node(
+            rig,
+            {
+                "backend": "openai",
+                "model": "m",
+                "openai.base_url": server.base_url,
+                "image_transport": "compressed",
+            },
+            remaps={
+                "image/compressed": "/test_cam/image/compressed",
+                "depth": "/test_cam/depth",
+                "camera_info": "/test_cam/camera_info",
+            },
+            timeout=120,
+        ):
+            rig.settle()
+            response = rig.query()
+            assert response.success, response.message
+            assert response.answer.scene_graph.objects[0].has_3d
     finally:
         rig.node.destroy_timer(timer)
-        assert process.stop() == 0, process.log()
 
 
 def _publish_stamped(rig: Rig, publisher, msg) -> None:

@@ -14,8 +14,8 @@ import time
 import numpy as np
 import pytest
 from lifecycle_msgs.msg import Transition
-from node_harness import SCRIPTED_OBJECTS, NodeProcess, Rig, scripted_reply
-from scripted_openai_server import ScriptedOpenAIServer, request_texts
+from node_harness import DEMO_SCENE, SCRIPTED_OBJECTS, Rig, running_node
+from scripted_openai_server import request_texts
 from std_msgs.msg import String
 from visualization_msgs.msg import Marker
 
@@ -23,25 +23,13 @@ from spatialthinker_msgs.action import Query as QueryAction
 from spatialthinker_ros.images import numpy_to_image
 from spatialthinker_ros.synthetic_scene import demo_scene
 
-SCENE = demo_scene()
-
-
-@pytest.fixture(scope="module")
-def server():
-    with ScriptedOpenAIServer(default_reply=scripted_reply(SCENE)) as scripted:
-        yield scripted
-
-
-@pytest.fixture(scope="module")
-def rig():
-    rig = Rig(SCENE)
-    yield rig
-    rig.close()
+SCENE = DEMO_SCENE
 
 
 @pytest.fixture(scope="module")
 def node(server, rig):
-    process = NodeProcess(
+    with running_node(
+        rig,
         {
             "backend": "openai",
             "model": "spatialthinker-test",
@@ -54,17 +42,9 @@ def node(server, rig):
             # Generous: a loaded 2-core CI machine can stall the test camera for a moment.
             "max_frame_age": 3.0,
             "diagnostics_period": 0.2,
-        }
-    )
-    try:
-        rig.wait_for_node()
-    except AssertionError:
-        print(process.log())
-        process.stop()
-        raise
-    yield process
-    code = process.stop()
-    assert code == 0, process.log()
+        },
+    ) as process:
+        yield process
 
 
 @pytest.fixture(autouse=True)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from node_harness import NodeProcess, Rig, scripted_reply
+from node_harness import DEMO_SCENE, NodeProcess, Rig, running_node, scripted_reply
 from rcl_interfaces.srv import GetParameters, ListParameters
 from std_msgs.msg import Header
 
@@ -28,9 +27,8 @@ from spatialthinker_ros.engine import EngineResult
 from spatialthinker_ros.lifting import Lifted3D
 from spatialthinker_ros.parsing import parse_output
 from spatialthinker_ros.ros_conversions import answer_message, scene_graph_message
-from spatialthinker_ros.synthetic_scene import demo_scene
 
-SCENE = demo_scene()
+SCENE = DEMO_SCENE
 KEY_ENV = "SPATIALTHINKER_SECURITY_TEST_KEY"
 KEY = "sk-sec-0b5e1a7d93c24f6e-do-not-leak"
 PACKAGE = Path(__file__).resolve().parents[1] / "spatialthinker_ros"
@@ -113,36 +111,22 @@ def server():
 
 
 @pytest.fixture(scope="module")
-def rig():
-    rig = Rig(SCENE)
-    yield rig
-    rig.close()
-
-
-@pytest.fixture(scope="module")
 def node(server, rig):
-    os.environ[KEY_ENV] = KEY
-    try:
-        process = NodeProcess(
-            {
-                "backend": "openai",
-                "model": "security",
-                "openai.base_url": server.base_url,
-                "openai.api_key_env": KEY_ENV,
-                "openai.max_retries": 1,
-                "request_timeout": 20.0,
-                "max_frame_age": 3.0,
-                "diagnostics_period": 0.2,
-            }
-        )
-    finally:
-        del os.environ[KEY_ENV]
-    try:
-        rig.wait_for_node()
-    except AssertionError:
-        raise AssertionError(process.log()) from None
-    yield process
-    assert process.stop() == 0, process.log()
+    with running_node(
+        rig,
+        {
+            "backend": "openai",
+            "model": "security",
+            "openai.base_url": server.base_url,
+            "openai.api_key_env": KEY_ENV,
+            "openai.max_retries": 1,
+            "request_timeout": 20.0,
+            "max_frame_age": 3.0,
+            "diagnostics_period": 0.2,
+        },
+        env={KEY_ENV: KEY},
+    ) as process:
+        yield process
 
 
 def _assert_key_nowhere(rig: Rig, node: NodeProcess, *texts: str) -> None:
