@@ -69,6 +69,12 @@ class TopicStats:
     last_received: float | None = None
     arrivals: deque[float] = field(default_factory=lambda: deque(maxlen=64))
 
+    def record(self, received: float) -> None:
+        """Count one message received at ``received`` (seconds)."""
+        self.count += 1
+        self.last_received = received
+        self.arrivals.append(received)
+
     def rate_hz(self, now: float, window: float = 5.0) -> float:
         """Publishing rate from the arrivals of the last ``window`` seconds.
 
@@ -124,13 +130,13 @@ class FrameBuffer:
         """Keep a colour message (no conversion)."""
         with self._lock:
             self._colour.append(StampedItem(stamp, message, received))
-            _count(self.colour_stats, received)
+            self.colour_stats.record(received)
 
     def add_depth(self, stamp: float, message: Any, received: float) -> None:
         """Keep a depth message (no conversion)."""
         with self._lock:
             self._depth.append(StampedItem(stamp, message, received))
-            _count(self.depth_stats, received)
+            self.depth_stats.record(received)
 
     def clear(self) -> None:
         """Forget every buffered message (on deactivate: old frames must not serve)."""
@@ -212,9 +218,3 @@ class FrameBuffer:
                 f" (nearest {gap:.3f} s away)",
             )
         return FrameSelection(chosen, nearest, "")
-
-
-def _count(stats: TopicStats, received: float) -> None:
-    stats.count += 1
-    stats.last_received = received
-    stats.arrivals.append(received)

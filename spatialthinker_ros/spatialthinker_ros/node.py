@@ -176,7 +176,6 @@ class SpatialThinkerNode(LifecycleNode):
         self._last_backend_error: str | None = None
         self._active = False
         self._continuous_pending: PendingRequest | None = None
-        self._state_lock = threading.Lock()
 
         self._input_group = MutuallyExclusiveCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
@@ -187,7 +186,6 @@ class SpatialThinkerNode(LifecycleNode):
         self._polled_group = PolledCallbackGroup()
         self._drain_lock = threading.Lock()
         self._continuous_timer = None
-        self._outputs_ready = False
 
         # Query interfaces exist in every lifecycle state, so a caller always
         # gets an answer: "inactive" is a reason, not silence.
@@ -424,10 +422,7 @@ class SpatialThinkerNode(LifecycleNode):
     def _keep_input(self, kind: str, message: Any, received: float) -> None:
         if kind == "camera_info":
             self._camera_info = message
-            stats = self._camera_info_stats
-            stats.count += 1
-            stats.last_received = received
-            stats.arrivals.append(received)
+            self._camera_info_stats.record(received)
             return
         try:
             stamp = cdr_header_stamp(message)
