@@ -1,18 +1,24 @@
-"""The SpatialThinker inference prompt.
+r"""The SpatialThinker inference prompt.
 
-The text is our wording of the model card's inference template. Its last line states the pixel
-size of the image the model is actually given, because the model writes its boxes in pixels of
-that stated frame (see ``model_frame``).
+The text is the model card's inference template, to the byte: the instruction paragraph, a
+blank line, ``Image size: {W} x {H}``, then ``"\n\n"`` and the question (the card's usage is
+``template + "\n\n" + question``). The size is that of the image the model is actually given,
+because the model writes its boxes in pixels of that stated frame (see ``model_frame``).
 
 Layout of the returned prompt::
 
     <instruction>
+
     Image size: {W} x {H}
 
     {question}
-    Options: (A) first (B) second
+    Options:
+    (A) first
+    (B) second
 
-The ``Options:`` line is present only when options are given.
+Options follow the question one per line after ``Options:``, as in the training data and the
+authors' evaluation. The ``Options:`` block is present only when options are given; a question
+that carries its options inline (the card's own example) is passed through as written.
 """
 
 from __future__ import annotations
@@ -41,16 +47,17 @@ def format_options(options: Sequence[str]) -> str:
         options: Option texts, at most 26.
 
     Returns:
-        ``"(A) first (B) second ..."``.
+        ``Options:`` followed by one ``(A) first`` line per option (joined by newlines, no
+        leading or trailing newline).
 
     Raises:
         ValueError: More options than letters.
     """
     if len(options) > len(OPTION_LETTERS):
         raise ValueError(f"at most {len(OPTION_LETTERS)} options are supported, got {len(options)}")
-    # Collapse inner whitespace so an option can never break the one-line layout.
-    return " ".join(
-        f"({letter}) {' '.join(str(text).split())}"
+    # Collapse inner whitespace so an option can never break the one-per-line layout.
+    return "Options:" + "".join(
+        f"\n({letter}) {' '.join(str(text).split())}"
         for letter, text in zip(OPTION_LETTERS, options, strict=False)
     )
 
@@ -63,8 +70,10 @@ def build_prompt(
     """Build the user text for one question.
 
     Args:
-        question: The question; free-form questions without options are allowed.
-        options: Optional multiple-choice option texts, rendered ``(A) ... (B) ...``.
+        question: The question (surrounding whitespace is dropped, the rest is kept as
+            written, inline options included); free-form questions without options are allowed.
+        options: Optional multiple-choice option texts, rendered after the question as
+            ``Options:`` and one ``(A) text`` line per option.
         image_size: ``(width, height)`` of the image the model is given (after any resize we do
             ourselves), so the stated frame is the frame the model sees. Required: there is no
             safe default, a wrong stated size silently skews every box.
@@ -80,7 +89,7 @@ def build_prompt(
     width, height = (int(v) for v in image_size)
     if width <= 0 or height <= 0:
         raise ValueError(f"image size must be positive, got {width} x {height}")
-    text = f"{INSTRUCTION}\nImage size: {width} x {height}\n\n{question.strip()}"
+    text = f"{INSTRUCTION}\n\nImage size: {width} x {height}\n\n{question.strip()}"
     if options:
-        text += f"\nOptions: {format_options(options)}"
+        text += f"\n{format_options(options)}"
     return text
