@@ -72,6 +72,7 @@ from spatialthinker_ros.frame_buffer import (
 from spatialthinker_ros.lifting import LiftParams, lift_boxes
 from spatialthinker_ros.markers import scene_graph_markers
 from spatialthinker_ros.parameters import PARAMETERS, PARAMETERS_BY_NAME, split_options, validate
+from spatialthinker_ros.relation_check import ContradictionCounter, verify_relations
 from spatialthinker_ros.ros_conversions import answer_message, bounded, scene_graph_message
 
 NODE_NAME = "spatialthinker"
@@ -174,6 +175,8 @@ class SpatialThinkerNode(LifecycleNode):
         self._engine: InferenceEngine | None = None
         self._backend_state = "unconfigured"
         self._last_backend_error: str | None = None
+        # Relations the depth contradicted, per minute, for diagnostics.
+        self._contradictions = ContradictionCounter(60.0)
         self._active = False
         self._continuous_pending: PendingRequest | None = None
 
@@ -557,6 +560,7 @@ class SpatialThinkerNode(LifecycleNode):
             self._fail(pending, f"could not build the answer: {error}")
             return
         self._last_backend_error = None
+        self._contradictions.add(answer.relations_contradicted)
         if not pending.resolve(answer=answer):
             return  # the caller already gave up (deadline); its failure stands
         if pending.source == "continuous":
@@ -592,7 +596,8 @@ class SpatialThinkerNode(LifecycleNode):
                     )
         elif not pending.selection.depth and boxes and self._param("use_depth"):
             warnings.append(f"no 3D: {reason}")
-        graph = scene_graph_message(pending.header, result, lifted, reason)
+        relations = verify_relations(result.result, lifted)
+        graph = scene_graph_message(pending.header, result, lifted, reason, relations.checks)
         answer = answer_message(
             pending.header,
             pending.request_id,
@@ -600,7 +605,8 @@ class SpatialThinkerNode(LifecycleNode):
             pending.options,
             result,
             graph,
-            warnings,
+            [*warnings, *relations.warnings],
+            relations.contradicted,
         )
         distances = [
             f"{np.linalg.norm([o.center.x, o.center.y, o.center.z]):.2f} m" if o.has_3d else None
@@ -882,6 +888,14 @@ class SpatialThinkerNode(LifecycleNode):
                 text = f"{value:.3f}" if isinstance(value, float) else str(value)
                 values.append(KeyValue(key=str(key), value=bounded(text, 512)))
         values.append(KeyValue(key="backend state", value=bounded(backend_state, 512)))
+        # The model's claims the depth refuted: a quality signal, not a fault of the node.
+        values.append(
+            KeyValue(
+                key="relations contradicted (last min)",
+                value=str(self._contradictions.in_window()),
+            )
+        )
+        values.append(KeyValue(key="relations contradicted", value=str(self._contradictions.total)))
         last_error = self._last_backend_error
         if last_error:
             values.append(KeyValue(key="last backend error", value=bounded(last_error, 512)))

@@ -14,6 +14,7 @@ from std_msgs.msg import Header
 from spatialthinker_msgs.msg import SceneGraph, SceneObject, SceneRelation, SpatialAnswer
 from spatialthinker_ros.engine import EngineResult
 from spatialthinker_ros.lifting import Lifted3D
+from spatialthinker_ros.relation_check import RelationCheck
 
 MAX_FIELD_CHARS = 4096
 MAX_RAW_OUTPUT_CHARS = 32768
@@ -33,6 +34,7 @@ def scene_graph_message(
     result: EngineResult,
     lifted: Sequence[Lifted3D | None] | None,
     no_3d_reason: str,
+    checks: Sequence[RelationCheck] = (),
 ) -> SceneGraph:
     """Build the SceneGraph of one answer.
 
@@ -41,6 +43,9 @@ def scene_graph_message(
         result: The engine's result (boxes already in source-image pixels).
         lifted: One 3D estimate per object (same order), or None when no depth was used.
         no_3d_reason: Why objects have no 3D when ``lifted`` is None.
+        checks: The depth check of each relation (same order, from
+            :func:`spatialthinker_ros.relation_check.verify_relations`); relations without one
+            stay ``VERDICT_UNKNOWN`` with no evidence.
 
     Returns:
         The message.
@@ -69,14 +74,16 @@ def scene_graph_message(
             item.valid_depth_pixels = int(estimate.valid_pixels)
             item.depth_fill = float(estimate.fill) if math.isfinite(estimate.fill) else 0.0
         graph.objects.append(item)
-    graph.relations = [
-        SceneRelation(
+    for index, rel in enumerate(result.result.relations):
+        relation = SceneRelation(
             subject=bounded(rel.subject, 256),
             predicate=bounded(rel.predicate, 256),
             object=bounded(rel.object, 256),
         )
-        for rel in result.result.relations
-    ]
+        if index < len(checks):
+            relation.verdict = int(checks[index].verdict)
+            relation.evidence = bounded(checks[index].evidence, 1024)
+        graph.relations.append(relation)
     return graph
 
 
@@ -88,8 +95,10 @@ def answer_message(
     result: EngineResult,
     graph: SceneGraph,
     extra_warnings: Sequence[str] = (),
+    relations_contradicted: int = 0,
 ) -> SpatialAnswer:
-    """Build the SpatialAnswer of one result."""
+    """Build the SpatialAnswer of one result (``relations_contradicted`` from the relations'
+    depth check)."""
     parsed = result.result
     warnings = [bounded(w, 1024) for w in [*parsed.warnings, *extra_warnings][:MAX_WARNINGS]]
     width, height = result.model_image_size
@@ -104,6 +113,7 @@ def answer_message(
         observation=bounded(parsed.observation),
         reasoning=bounded(parsed.reasoning, MAX_RAW_OUTPUT_CHARS),
         scene_graph=graph,
+        relations_contradicted=int(relations_contradicted),
         raw_output=bounded(result.raw_text, MAX_RAW_OUTPUT_CHARS),
         strict_format=bool(parsed.strict),
         warnings=warnings,
