@@ -11,9 +11,12 @@ The model writes::
 
 :func:`parse_output` is exact on that format and forgiving of what real generations contain
 instead (code fences, Python-style dicts, trailing commas, output cut off by the token limit,
-odd ids, boxes as strings or upside down, loose answers). Every repair is recorded in
-``SpatialResult.warnings``; ``SpatialResult.strict`` says whether the text met the format the
-model was trained to produce (the training format reward), whatever we repaired.
+odd ids, boxes as strings or upside down, loose answers). Sections are found in document order:
+a tag named inside another section ("I will put the letter in the <answer> section" inside
+``<think>``) is text of that section. Of several answer blocks the last complete one is used.
+An answer whose letter and text name different options gives no choice. Every repair is
+recorded in ``SpatialResult.warnings``; ``SpatialResult.strict`` says whether the text met the
+format the model was trained to produce (the training format reward), whatever we repaired.
 
 Design constraints, because everything downstream trusts this layer and the input is
 untrusted model text:
@@ -27,6 +30,7 @@ untrusted model text:
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import re
@@ -78,8 +82,10 @@ class ParsedObject:
     """One object of the scene graph.
 
     Attributes:
-        id: Normalised id ``name.N``.
-        label: Human-readable name from the id (``traffic_light.2`` -> ``traffic light``).
+        id: The model's id when it is ``name.N``-like (``bike.01``, ``traffic light.1`` and
+            ``café.1`` are kept as written), otherwise a normalised ``name.N``.
+        label: The id's part before the last dot, underscores read as spaces
+            (``traffic_light.2`` -> ``traffic light``, ``café.1`` -> ``café``).
         bbox: ``(x1, y1, x2, y2)`` with ``x1 <= x2``, ``y1 <= y2``, in the stated image frame.
     """
 
@@ -90,7 +96,7 @@ class ParsedObject:
 
 @dataclass(frozen=True)
 class ParsedRelation:
-    """One ``subject predicate object`` relation (ids normalised like object ids)."""
+    """One ``subject predicate object`` relation (ids read like object ids)."""
 
     subject: str
     predicate: str
@@ -132,9 +138,12 @@ class SpatialResult:
 
 
 def label_from_id(object_id: str) -> str:
-    """``traffic_light.2`` -> ``traffic light``; ``man.1`` -> ``man``."""
+    """The part before the last dot, underscores read as spaces, any script kept.
+
+    ``traffic_light.2`` -> ``traffic light``; ``man.1`` -> ``man``; ``café.1`` -> ``café``.
+    """
     name = object_id.rpartition(".")[0] if "." in object_id else object_id
-    return " ".join(name.replace("_", " ").split())
+    return _name_key(name)
 
 
 # --------------------------------------------------------------------------------------------
@@ -194,65 +203,137 @@ class _Section:
     content: str | None = None  # None: the section is missing
     start: int = -1  # position of the opening tag (or of the content when it is missing)
     end: int = -1  # position just after the closing tag (or the content)
+    complete: bool = True  # both its opening and its closing tag were found
 
 
-def _split_sections(text: str, notes: _Notes) -> dict[str, _Section]:
-    """Locate the four sections with non-overlapping ``str.find`` searches (linear time)."""
+@dataclass
+class _Sections:
+    """The sections used, one per tag, and where the tagged part of the output ends."""
+
+    used: dict[str, _Section]
+    tail: int  # position just after the last section: the text after it is not in any section
+
+
+def _positions(low: str, marker: str) -> list[int]:
+    found: list[int] = []
+    at = low.find(marker)
+    while at >= 0:
+        found.append(at)
+        at = low.find(marker, at + len(marker))
+    return found
+
+
+def _split_sections(text: str, notes: _Notes) -> _Sections:
+    """Find the sections in document order.
+
+    A tag that falls inside an open section is text of that section (the reasoning may well
+    say "I will put the letter in the <answer> section"), not a section of its own. A section
+    whose closing tag never comes runs to the next tag, or to the end of the output when
+    generation was cut off. Of several sections of one tag the first is used, except for
+    ``<answer>``, where the last complete one is (the model's final word; the authors'
+    evaluation reads the last answer block too).
+
+    Linear time: every tag is located once with ``str.find``; closing tags are looked up by
+    bisection, and the document-order walk skips each tag at most once.
+    """
     low = text.translate(_ASCII_LOWER)
-    opens = {tag: f"<{tag}>" for tag in TAGS}
-    closes = {tag: f"</{tag}>" for tag in TAGS}
-    all_tags = [*opens.values(), *closes.values()]
-
+    # (position, is_closing, tag) of every tag, in document order.
+    tokens: list[tuple[int, bool, str]] = []
+    closing_at: dict[str, list[int]] = {}
     for tag in TAGS:
-        for marker in (opens[tag], closes[tag]):
-            exact = text.count(marker)
-            count = low.count(marker)
-            if count > 1:
-                notes.add(
-                    f"tag {marker} appears {count} times; using the first", breaks_format=True
-                )
-            if count != exact:
-                notes.add(f"tag {marker} written in upper case", breaks_format=True)
+        tokens.extend((p, False, tag) for p in _positions(low, f"<{tag}>"))
+        closing_at[tag] = _positions(low, f"</{tag}>")
+        tokens.extend((p, True, tag) for p in closing_at[tag])
+    tokens.sort()
+    token_at = [p for p, _, _ in tokens]
 
-    sections: dict[str, _Section] = {}
+    def marker(is_closing: bool, tag: str) -> str:
+        return f"</{tag}>" if is_closing else f"<{tag}>"
+
+    def check_case(at: int, mark: str) -> None:
+        if text[at : at + len(mark)] != mark:
+            notes.add(f"tag {mark} written in upper case", breaks_format=True)
+
+    found: dict[str, list[_Section]] = {tag: [] for tag in TAGS}
+    pos = 0  # everything before this is read
+    host = ""  # the section that the tags before ``pos`` fell into
+    own_close = -1  # position of that section's own closing tag
+    for at, is_closing, tag in tokens:
+        mark = marker(is_closing, tag)
+        if at == own_close:
+            continue
+        if at < pos:
+            # Inside the section just read: its text. The training format counts every
+            # opening tag written, so a mention of one still breaks it.
+            exact = not is_closing and text[at : at + len(mark)] == mark
+            notes.add(
+                f"tag {mark} inside <{host}> read as its text, not as a section",
+                breaks_format=exact,
+            )
+            continue
+        if is_closing:
+            if found[tag]:
+                notes.add(f"stray {mark} ignored")
+            else:
+                # Missing opening tag: the section starts where the previous one ended.
+                notes.add(f"missing opening tag <{tag}>", breaks_format=True)
+                check_case(at, mark)
+                found[tag].append(_Section(text[pos:at], pos, at + len(mark), complete=False))
+            pos, host = at + len(mark), tag
+            continue
+        check_case(at, mark)
+        body = at + len(mark)
+        closes = closing_at[tag]
+        k = bisect.bisect_left(closes, body)
+        if k < len(closes):
+            close = closes[k]
+            check_case(close, f"</{tag}>")
+            found[tag].append(_Section(text[body:close], at, close + len(tag) + 3))
+            pos, host, own_close = close + len(tag) + 3, tag, close
+            continue
+        # Missing closing tag: the section runs to the next tag of any kind, or to the end
+        # of the text when generation was cut off by the token limit.
+        k = bisect.bisect_left(token_at, body)
+        end = token_at[k] if k < len(token_at) else len(text)
+        where = "next tag" if k < len(token_at) else "end of output (cut off?)"
+        notes.add(f"missing closing tag </{tag}>; read up to the {where}", breaks_format=True)
+        found[tag].append(_Section(text[body:end], at, end, complete=False))
+        pos, host = end, tag
+
+    used: dict[str, _Section] = {}
     for tag in TAGS:
-        o_tag, c_tag = opens[tag], closes[tag]
-        o = low.find(o_tag)
-        if o >= 0:
-            body = o + len(o_tag)
-            c = low.find(c_tag, body)
-            if c >= 0:
-                sections[tag] = _Section(text[body:c], o, c + len(c_tag))
-                continue
-            # Missing closing tag: the section runs to the next tag of any kind, or to the end
-            # of the text when generation was cut off by the token limit.
-            nxt = [p for p in (low.find(t, body) for t in all_tags) if p >= 0]
-            end = min(nxt) if nxt else len(text)
-            where = "next tag" if nxt else "end of output (cut off?)"
-            notes.add(f"missing closing tag {c_tag}; read up to the {where}", breaks_format=True)
-            sections[tag] = _Section(text[body:end], o, end)
+        sections = found[tag]
+        if not sections:
+            used[tag] = _Section()
             continue
-        c = low.find(c_tag)
-        if c >= 0:
-            # Missing opening tag: the section starts after the last tag before its closing tag.
-            prev = [p + len(t) for t in all_tags if (p := low.rfind(t, 0, c)) >= 0]
-            start = max(prev) if prev else 0
-            notes.add(f"missing opening tag {o_tag}", breaks_format=True)
-            sections[tag] = _Section(text[start:c], start, c + len(c_tag))
+        if len(sections) == 1:
+            used[tag] = sections[0]
             continue
-        sections[tag] = _Section()
+        if tag != "answer":
+            used[tag] = sections[0]
+            notes.add(
+                f"tag <{tag}> appears {len(sections)} times; using the first", breaks_format=True
+            )
+            continue
+        complete = [i for i, sec in enumerate(sections) if sec.complete]
+        index = complete[-1] if complete else len(sections) - 1
+        used[tag] = sections[index]
+        notes.add(
+            f"tag <answer> appears {len(sections)} times; using block {index + 1} of "
+            f"{len(sections)}: {_excerpt((sections[index].content or '').strip())}",
+            breaks_format=True,
+        )
 
-    present = [(s.start, tag) for tag, s in sections.items() if s.content is not None]
-    if [tag for _, tag in sorted(present)] != [
-        tag for tag in TAGS if sections[tag].content is not None
-    ]:
+    present = sorted((sec.start, tag) for tag, sec in used.items() if sec.content is not None)
+    if [tag for _, tag in present] != [tag for tag in TAGS if used[tag].content is not None]:
         # The training reward did not enforce order, so this does not break the format.
         notes.add("tags out of order (expected observe, scene, think, answer)")
     if present:
-        first = min(s.start for s in sections.values() if s.content is not None)
+        first = present[0][0]
         if text[:first].strip():
             notes.add(f"text before the first tag ignored: {_excerpt(text[:first].strip())}")
-    return sections
+    tail = max((sec.end for secs in found.values() for sec in secs), default=0)
+    return _Sections(used, tail)
 
 
 # --------------------------------------------------------------------------------------------
@@ -508,21 +589,45 @@ def _scene_is_strict(scene: Any) -> bool:
     return len(set(ids)) == len(ids) and all(_strict_relation(r) for r in rels)
 
 
+def _is_name(name: str) -> bool:
+    """A readable object name: letters of any script, digits, ``_``, inner spaces and hyphens."""
+    return (
+        name == name.strip(" -")
+        and any(ch.isalpha() for ch in name)
+        and all(ch.isalnum() or ch in "_ -" for ch in name)
+    )
+
+
 def _split_id(raw: str) -> tuple[str, str | None]:
-    """``"traffic light.1"`` -> ``("traffic_light", "1")``; ``"car"`` -> ``("car", None)``."""
+    """Name and number of an id as written.
+
+    An id that is already ``name.N``-like is kept as written: ``"bike.01"`` ->
+    ``("bike", "01")``, ``"traffic light.1"`` -> ``("traffic light", "1")``, ``"café.1"`` ->
+    ``("café", "1")``; relations and the model's reasoning name objects by those very ids.
+    Anything else is normalised to letters and underscores: ``"car"`` -> ``("car", None)``,
+    ``"thing 3"`` -> ``("thing", "3")``, ``'a".1'`` -> ``("a", "1")``.
+    """
     s = raw.strip()
+    name, dot, number = s.rpartition(".")
+    if dot and number.isascii() and number.isdigit() and _is_name(name):
+        return name, number
     stem = s.rstrip("0123456789")
-    number = s[len(stem) :] or None
-    name = stem.rstrip(" ._-#") if number else stem
-    # Any run of characters outside [a-zA-Z_] becomes one underscore.
+    digits = s[len(stem) :] or None
+    name = stem.rstrip(" ._-#") if digits else stem
+    # Any run of characters other than letters and '_' becomes one underscore.
     out: list[str] = []
     for ch in name:
-        if ("a" <= ch <= "z") or ("A" <= ch <= "Z") or ch == "_":
+        if ch.isalpha() or ch == "_":
             out.append(ch)
         elif out and out[-1] != "_":
             out.append("_")
     clean = "".join(out).strip("_") or "object"
-    return clean, (str(int(number)) if number else None)
+    return clean, (str(int(digits)) if digits else None)
+
+
+def _name_key(name: str) -> str:
+    """One key for the spellings of a name (``traffic_light``, ``traffic light``)."""
+    return " ".join(name.replace("_", " ").split())
 
 
 def _to_float(v: Any) -> float | None:
@@ -635,6 +740,11 @@ def _objects_from(
             oid = f"{name}.{number}"
             if oid != raw_id:
                 notes.add(f"id {_excerpt(raw_id)} is not of the form name.N; read as {oid}")
+            elif ID_PATTERN.fullmatch(oid) is None:
+                notes.add(
+                    f"id {_excerpt(raw_id)} is outside the trained pattern (letters and "
+                    "underscores, a dot, a number); kept as written"
+                )
         if oid in seen:
             notes.add(f"duplicate id {oid}; kept the first")
             continue
@@ -661,8 +771,8 @@ def _resolve_ref(raw: Any, role: str, by_name: dict[str, list[str]], notes: _Not
     name, number = _split_id(raw)
     if number is not None:
         ref = f"{name}.{number}"
-    elif len(by_name.get(name, ())) == 1:
-        ref = by_name[name][0]
+    elif len(by_name.get(_name_key(name), ())) == 1:
+        ref = by_name[_name_key(name)][0]
     else:
         ref = name
     if ref != raw:
@@ -676,7 +786,7 @@ def _relations_from(
     ids = {o.id for o in objects}
     by_name: dict[str, list[str]] = {}
     for o in objects:
-        by_name.setdefault(o.id.rpartition(".")[0], []).append(o.id)
+        by_name.setdefault(_name_key(o.id.rpartition(".")[0]), []).append(o.id)
     relations: list[ParsedRelation] = []
     for rel in raw_relations:
         if not isinstance(rel, dict):
@@ -730,6 +840,9 @@ def _read_scene(
         return [], []
     if not _scene_is_strict(scene):
         notes.strict = False
+    if isinstance(scene, dict) and not scene:
+        # The training reward gives no format credit to an empty object: it wants the lists.
+        notes.add("scene is an empty object {} (no 'objects' list)", breaks_format=True)
 
     if isinstance(scene, list):
         notes.add("scene is a bare list; read as its objects")
@@ -807,10 +920,19 @@ def _read_choice(
             return None, None
         if rest and _norm(rest) != _norm(str(options[index])):
             matches = [i for i, o in enumerate(options) if _norm(str(o)) == _norm(rest)]
-            hint = f" (it matches option {chr(65 + matches[0])})" if matches else ""
+            if matches:
+                # The letter says one option and the text names another: either reading may
+                # be the model's intent, and a robot must not act on a coin toss.
+                other = chr(65 + matches[0])
+                notes.add(
+                    f"answer {_excerpt(answer.strip())} contradicts itself: letter {letter} is "
+                    f"{_excerpt(str(options[index]))} but the text matches option {other} "
+                    f"{_excerpt(str(options[matches[0]]))}; no choice",
+                    breaks_format=True,
+                )
+                return None, None
             notes.add(
-                f"answer text {_excerpt(rest)} does not match option {letter}{hint}; "
-                "trusting the letter"
+                f"answer text {_excerpt(rest)} does not match option {letter}; trusting the letter"
             )
         return letter, index
     target = _norm(answer)
@@ -822,20 +944,30 @@ def _read_choice(
     return None, None
 
 
-def _recover_answer(text: str, sections: dict[str, _Section], notes: _Notes) -> str:
-    """The answer when ``<answer>`` is missing: the last line after the last tag."""
-    ends = [s.end for s in sections.values() if s.content is not None]
-    tail = text[max(ends) :] if ends else text
-    lines = [ln.strip() for ln in tail.strip().splitlines() if ln.strip()]
-    if not lines:
+#: Phrases that introduce an answer written without tags ("The answer is (B) behind",
+#: "Final answer: B", "Answer: (B)"); matched in ASCII lower case.
+_ANSWER_LEADS = ("answer is", "answer:")
+
+
+def _recover_answer(tail: str, notes: _Notes) -> str:
+    """The answer when ``<answer>`` is missing, from the text after the last section.
+
+    The text after the last ``answer is`` / ``answer:`` when there is one (on its line, or the
+    next non-empty line when that is empty), else the last non-empty line.
+    """
+    low = tail.translate(_ASCII_LOWER)
+    lead_at, lead = max((low.rfind(lead), lead) for lead in _ANSWER_LEADS)
+    if lead_at >= 0:
+        lines = tail[lead_at + len(lead) :].splitlines()
+        # Markdown emphasis or a colon around the lead ("**Answer:** B", "answer is: B").
+        first = lines[0].strip(" \t*:") if lines else ""
+        answer = first or next((ln.strip() for ln in lines[1:] if ln.strip()), "")
+    else:
+        answer = next((ln.strip() for ln in reversed(tail.splitlines()) if ln.strip()), "")
+    answer = answer.rstrip(" .").strip()
+    if not answer:
         notes.add("no answer found", breaks_format=True)
         return ""
-    answer = lines[-1]
-    low = answer.translate(_ASCII_LOWER)
-    for prefix in ("final answer:", "answer:", "answer is"):
-        if low.startswith(prefix):
-            answer = answer[len(prefix) :].strip()
-            break
     notes.add(f"answer without <answer> tags recovered: {_excerpt(answer)}", breaks_format=True)
     return answer
 
@@ -894,7 +1026,8 @@ def _parse(
         notes.add(f"input is {type(text).__name__}, not str", breaks_format=True)
         text = text.decode("utf-8", "replace") if isinstance(text, bytes) else ""
     size = _valid_size(image_size, notes)
-    sections = _split_sections(text, notes)
+    split = _split_sections(text, notes)
+    sections = split.used
     for tag in TAGS:
         if sections[tag].content is None and tag != "answer":
             notes.add(f"missing <{tag}> section", breaks_format=True)
@@ -913,12 +1046,11 @@ def _parse(
         answer = sections["answer"].content.strip()
         if not answer:
             notes.add("empty <answer>")
-        ends = [s.end for s in sections.values() if s.content is not None]
-        trailing = text[max(ends) :].strip()
+        trailing = text[split.tail :].strip()
         if trailing:
             notes.add(f"text after the last tag ignored: {_excerpt(trailing)}")
     else:
-        answer = _recover_answer(text, sections, notes)
+        answer = _recover_answer(text[split.tail :], notes)
     answer = _cap(answer, MAX_TEXT_CHARS, "answer", notes)
     # An empty answer was already reported (missing section or empty tags need no second note).
     choice, choice_index = _read_choice(answer, options, notes) if answer else (None, None)

@@ -91,7 +91,14 @@ def test_to_dict_is_json_ready(data_dir: Path) -> None:
 
 @pytest.mark.parametrize(
     ("object_id", "label"),
-    [("traffic_light.2", "traffic light"), ("man.1", "man"), ("a_b_c.10", "a b c"), ("x", "x")],
+    [
+        ("traffic_light.2", "traffic light"),
+        ("man.1", "man"),
+        ("a_b_c.10", "a b c"),
+        ("x", "x"),
+        ("café.1", "café"),
+        ("a.b.2", "a.b"),
+    ],
 )
 def test_label_from_id(object_id: str, label: str) -> None:
     assert label_from_id(object_id) == label
@@ -116,10 +123,124 @@ def test_letter_outside_options_gives_no_choice() -> None:
     assert any("outside the 2 options" in w for w in result.warnings)
 
 
-def test_answer_text_contradicting_letter_trusts_letter_and_warns() -> None:
-    result = parse_output(_wrap("{}", "(A) in front of"), options=["behind", "in front of"])
+def test_answer_text_contradicting_letter_gives_no_choice() -> None:
+    result = parse_output(_wrap(SCENE, "(A) behind"), options=["in front of", "behind"])
+    assert (result.choice, result.choice_index) == (None, None)
+    assert not result.strict
+    # Both readings are named, so an operator sees what the model may have meant.
+    (warning,) = [w for w in result.warnings if "contradicts" in w]
+    assert "letter A is 'in front of'" in warning and "option B 'behind'" in warning
+
+
+def test_answer_text_matching_no_option_trusts_the_letter() -> None:
+    result = parse_output(_wrap(SCENE, "(A) in front"), options=["in front of", "behind"])
     assert (result.choice, result.choice_index) == ("A", 0)
-    assert any("matches option B" in w for w in result.warnings)
+    assert any("does not match option A; trusting the letter" in w for w in result.warnings)
+
+
+# A minimal well-formed scene, so the tests below see only the deviation they are about.
+SCENE = '{"objects": [{"id": "man.1", "bbox": [1, 2, 3, 4]}], "relationships": []}'
+
+
+def test_tag_named_in_the_reasoning_does_not_break_the_answer() -> None:
+    # The issue's example, verbatim: the first "<answer>" is inside <think>.
+    text = (
+        f"<observe>o</observe><scene>{SCENE}</scene>"
+        "<think>... I will put the letter in the\n<answer> section.</think>\n"
+        "<answer> (B) behind </answer>"
+    )
+    result = parse_output(text, options=["in front of", "behind"])
+    assert (result.answer, result.choice, result.choice_index) == ("(B) behind", "B", 1)
+    assert result.reasoning.endswith("<answer> section.")
+    assert [o.id for o in result.objects] == ["man.1"]
+    # The training reward counts every "<answer>" written: two here.
+    assert not result.strict
+    assert any("<answer> inside <think>" in w for w in result.warnings)
+
+
+def test_several_answer_blocks_say_which_was_used() -> None:
+    text = _wrap(SCENE, "(A) in front of") + "\n<answer>\n(B) behind\n</answer>"
+    result = parse_output(text, options=["in front of", "behind"])
+    assert (result.answer, result.choice) == ("(B) behind", "B")
+    assert any("using block 2 of 2: '(B) behind'" in w for w in result.warnings)
+    assert not result.strict
+
+
+@pytest.mark.parametrize(
+    ("tail", "answer"),
+    [
+        ("The answer is (B) behind", "(B) behind"),
+        ("the answer is: (B) behind.", "(B) behind"),
+        ("Final answer: B", "B"),
+        ("Answer: (B)", "(B)"),
+        ("**Answer:** B", "B"),
+        ("Final answer:\n\n(B) behind\n", "(B) behind"),
+        ("So the man is further away.\nB", "B"),
+    ],
+)
+def test_answer_without_tags_is_recovered(tail: str, answer: str) -> None:
+    text = f"<observe>o</observe><scene>{SCENE}</scene><think>t</think>\n{tail}"
+    result = parse_output(text, options=["in front of", "behind"])
+    assert (result.answer, result.choice, result.choice_index) == (answer, "B", 1)
+    assert not result.strict
+    assert any("without <answer> tags recovered" in w for w in result.warnings)
+
+
+def test_empty_scene_object_is_not_the_trained_format() -> None:
+    result = parse_output(_wrap("{}"), options=["left"])
+    assert not result.strict
+    assert any("empty object {}" in w for w in result.warnings)
+    # Empty lists are the trained format.
+    assert parse_output(_wrap('{"objects": [], "relationships": []}'), options=["left"]).strict
+
+
+@pytest.mark.parametrize(
+    ("raw", "object_id", "label", "strict"),
+    [
+        ("bike.01", "bike.01", "bike", True),
+        ("tv2.1", "tv2.1", "tv2", False),
+        ("traffic light.1", "traffic light.1", "traffic light", False),
+        ("traffic_light.1", "traffic_light.1", "traffic light", True),
+        ("café.1", "café.1", "café", False),
+        ("t-shirt.3", "t-shirt.3", "t-shirt", False),
+        (" man.1 ", "man.1", "man", False),
+        ("thing 3", "thing.3", "thing", False),
+        ("café", "café.1", "café", False),
+        ('a".1', "a.1", "a", False),
+        ("12.5", "object.5", "object", False),
+    ],
+)
+def test_object_ids_kept_when_name_n_like(
+    raw: str, object_id: str, label: str, strict: bool
+) -> None:
+    scene = json.dumps({"objects": [{"id": raw, "bbox": [0, 0, 5, 5]}]}, ensure_ascii=False)
+    result = parse_output(_wrap(scene))
+    assert [(o.id, o.label) for o in result.objects] == [(object_id, label)]
+    assert result.strict is strict
+    if object_id != raw:
+        assert any(f"read as {object_id}" in w or "no number" in w for w in result.warnings)
+
+
+def test_relations_find_kept_ids_by_any_spelling_of_the_name() -> None:
+    scene = json.dumps(
+        {
+            "objects": [
+                {"id": "traffic light.1", "bbox": [0, 0, 5, 5]},
+                {"id": "café.2", "bbox": [0, 0, 5, 5]},
+            ],
+            "relationships": [
+                {"subject": "traffic_light", "predicate": "near", "object": "café"},
+                {"subject": "traffic light.1", "predicate": "above", "object": "café.2"},
+            ],
+        },
+        ensure_ascii=False,
+    )
+    result = parse_output(_wrap(scene))
+    assert [(r.subject, r.object) for r in result.relations] == [
+        ("traffic light.1", "café.2"),
+        ("traffic light.1", "café.2"),
+    ]
+    assert not any("unknown id" in w for w in result.warnings)
 
 
 def test_free_form_answer_has_no_choice() -> None:
@@ -258,6 +379,11 @@ ADVERSARIAL = [
     "<scene>```" + "a " * 500_000,
     "(" * 1_000_000,
     "<answer>" + "(A" * 500_000,
+    # Tags named inside one open section, and stray closing tags.
+    "<think>" + "<answer>" * 100_000 + "</think>",
+    "<think>" + "</answer>" * 100_000,
+    "</think>" * 100_000,
+    "Final answer:" * 70_000,
 ]
 
 

@@ -153,3 +153,30 @@ def test_well_formed_scene_is_strict_and_exact(object_ids: list[str]) -> None:
     ]
     assert len(result.relations) == max(0, len(object_ids) - 1)
     assert result.choice_index == 0
+
+
+# Reasoning that names tags (never its own closing tag) and stray brackets.
+MENTIONS = [f for f in FRAGMENTS if f != "</think>"] + ["I will answer in the", "section."]
+
+
+@SETTINGS
+@given(
+    st.lists(st.sampled_from(MENTIONS), max_size=30).map("".join),
+    st.sampled_from(["in front of", "behind", "near"]),
+)
+def test_tags_named_in_the_reasoning_never_change_the_answer(reasoning: str, option: str) -> None:
+    options = ["in front of", "behind", "near"]
+    letter = "ABC"[options.index(option)]
+    text = (
+        '<observe>o</observe>\n<scene>{"objects": [], "relationships": []}</scene>\n'
+        f"<think>{reasoning}</think>\n<answer> ({letter}) {option} </answer>"
+    )
+    result = parse_output(text, (640, 480), options)
+    _check_invariants(result, (640, 480))
+    assert (result.choice, result.answer) == (letter, f"({letter}) {option}")
+    assert result.reasoning == reasoning.strip()
+    assert result.objects == []
+    # Strict exactly when the reasoning names no opening tag (the training reward counts them).
+    assert result.strict is not any(
+        f"<{t}>" in reasoning for t in ("observe", "scene", "think", "answer")
+    )
