@@ -56,7 +56,7 @@ def _add_parse_command(subparsers: argparse._SubParsersAction) -> None:
         help="parse model output from stdin and print it as JSON",
         description=(
             "Read SpatialThinker output text on stdin and print the parsed result (objects, "
-            "relations, answer, choice, strict flag, warnings) as JSON."
+            "relations, answer, choice, strict_format flag, warnings) as JSON."
         ),
     )
     parser.add_argument("--width", type=positive_int, help="stated image width (clips boxes)")
@@ -79,8 +79,13 @@ def _run_parse(args: argparse.Namespace) -> int:
     # Bytes, decoded leniently: model text with a broken byte must still parse.
     text = sys.stdin.buffer.read().decode("utf-8", errors="replace")
     result = parse_output(text, image_size=size, options=args.options)
+    # The same key as `ask` and `replay` print: one name for one flag in every tool's output.
+    data = {
+        ("strict_format" if key == "strict" else key): value
+        for key, value in result.to_dict().items()
+    }
     indent = None if args.compact else 2
-    sys.stdout.write(json.dumps(result.to_dict(), indent=indent, ensure_ascii=False) + "\n")
+    sys.stdout.write(json.dumps(data, indent=indent, ensure_ascii=False) + "\n")
     return 0
 
 
