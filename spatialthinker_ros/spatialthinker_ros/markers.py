@@ -1,18 +1,20 @@
-"""RViz markers for a scene graph: one box and label per 3D object, one edge per relation."""
+"""RViz markers for a scene graph: one box and label per 3D object, one edge per relation
+coloured by the depth check's verdict."""
 
 from __future__ import annotations
 
 import math
+import textwrap
 
 from builtin_interfaces.msg import Duration
 from geometry_msgs.msg import Point
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
-from spatialthinker_msgs.msg import SceneGraph, SceneObject
+from spatialthinker_msgs.msg import SceneGraph, SceneObject, SceneRelation
 from spatialthinker_ros.annotate import label_colour
 
-__all__ = ["MAX_TEXT_CHARS", "scene_graph_markers"]
+__all__ = ["EVIDENCE_LINES", "MAX_TEXT_CHARS", "VERDICT_COLOURS", "scene_graph_markers"]
 
 # Marker texts longer than this are cut: a runaway model id or predicate must not paint a
 # sentence across the RViz scene.
@@ -22,8 +24,20 @@ _BOX_ALPHA = 0.35
 # RViz warns about (and may not draw) markers with a zero scale component.
 _MIN_SCALE = 1e-3
 _TEXT_COLOUR = ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0)
-_EDGE_COLOUR = ColorRGBA(r=1.0, g=0.85, b=0.2, a=0.9)
-_PREDICATE_COLOUR = ColorRGBA(r=1.0, g=0.9, b=0.5, a=1.0)
+# Relation edges and their labels by verdict: green consistent, red contradicted, grey unknown
+# (the label a lighter shade of its edge, readable on a dark background).
+VERDICT_COLOURS = {
+    SceneRelation.VERDICT_CONSISTENT: (0.2, 0.8, 0.2),
+    SceneRelation.VERDICT_CONTRADICTED: (0.9, 0.15, 0.15),
+    SceneRelation.VERDICT_UNKNOWN: (0.6, 0.6, 0.6),
+}
+_VERDICT_NAMES = {
+    SceneRelation.VERDICT_CONSISTENT: "consistent",
+    SceneRelation.VERDICT_CONTRADICTED: "contradicted",
+    SceneRelation.VERDICT_UNKNOWN: "unknown",
+}
+# The evidence under a relation's predicate: at most this many lines of MAX_TEXT_CHARS.
+EVIDENCE_LINES = 2
 
 
 def _shorten(text: str, limit: int = MAX_TEXT_CHARS) -> str:
@@ -72,6 +86,34 @@ class _Builder:
         return marker
 
 
+def _relation_colours(verdict: int) -> tuple[ColorRGBA, ColorRGBA]:
+    """Edge and label colour of a relation with ``verdict`` (unknown for any other value)."""
+    r, g, b = VERDICT_COLOURS.get(verdict, VERDICT_COLOURS[SceneRelation.VERDICT_UNKNOWN])
+    edge = ColorRGBA(r=r, g=g, b=b, a=0.9)
+    label = ColorRGBA(r=0.5 + r / 2.0, g=0.5 + g / 2.0, b=0.5 + b / 2.0, a=1.0)
+    return edge, label
+
+
+def _relation_text(relation: SceneRelation) -> str:
+    """``"in front of [contradicted]"`` and the evidence's sentence below it, wrapped."""
+    verdict = _VERDICT_NAMES.get(relation.verdict, "unknown")
+    evidence = " ".join(relation.evidence.split())
+    if not evidence:  # a graph from before the depth check: the predicate alone
+        return _shorten(relation.predicate) or "?"
+    tag = f" [{verdict}]"
+    head = _shorten(relation.predicate, MAX_TEXT_CHARS - len(tag)) or "?"
+    # The sentence a person reads; the numbers in parentheses stay in the message.
+    sentence = evidence.split(" (", 1)[0]
+    lines = textwrap.wrap(
+        sentence,
+        MAX_TEXT_CHARS,
+        max_lines=EVIDENCE_LINES,
+        placeholder="...",
+        break_on_hyphens=False,
+    )
+    return "\n".join([head + tag, *(line[:MAX_TEXT_CHARS] for line in lines)])
+
+
 def _rgba(label: str, alpha: float) -> ColorRGBA:
     r, g, b = label_colour(label)
     return ColorRGBA(r=r / 255.0, g=g / 255.0, b=b / 255.0, a=alpha)
@@ -89,8 +131,10 @@ def scene_graph_markers(
     The array starts with a DELETEALL marker so that nothing from the previous graph stays on
     screen, then holds, per object with a 3D estimate, a semi-transparent CUBE and a
     TEXT_VIEW_FACING label (``"cup.1 1.23 m"``, the distance from the camera) above it, and per
-    relation whose subject and object both have 3D, a LINE_LIST edge between their centres and
-    the predicate as text at the midpoint. Objects and relations without 3D are left out.
+    relation whose subject and object both have 3D, a LINE_LIST edge between their centres,
+    coloured by the relation's verdict (:data:`VERDICT_COLOURS`), and at its midpoint the
+    predicate with the verdict and, below it, the evidence's sentence. Objects and relations
+    without 3D are left out.
 
     Args:
         graph: Scene graph; its header (frame and stamp) is copied to every marker. Centres and
@@ -144,14 +188,14 @@ def scene_graph_markers(
         edge = builder.add(Marker.LINE_LIST)
         edge.points = [start, end]
         edge.scale.x = max(float(line_width), _MIN_SCALE)
-        edge.color = _EDGE_COLOUR
+        edge.color, text_colour = _relation_colours(relation.verdict)
 
         text = builder.add(Marker.TEXT_VIEW_FACING)
-        text.text = _shorten(relation.predicate) or "?"
+        text.text = _relation_text(relation)
         text.pose.position = Point(
             x=(start.x + end.x) / 2.0, y=(start.y + end.y) / 2.0, z=(start.z + end.z) / 2.0
         )
         text.scale.z = float(text_height)
-        text.color = _PREDICATE_COLOUR
+        text.color = text_colour
 
     return MarkerArray(markers=builder.markers)

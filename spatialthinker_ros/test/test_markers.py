@@ -12,7 +12,12 @@ from visualization_msgs.msg import Marker
 
 from spatialthinker_msgs.msg import SceneGraph, SceneObject, SceneRelation
 from spatialthinker_ros.annotate import label_colour
-from spatialthinker_ros.markers import MAX_TEXT_CHARS, scene_graph_markers
+from spatialthinker_ros.markers import (
+    EVIDENCE_LINES,
+    MAX_TEXT_CHARS,
+    VERDICT_COLOURS,
+    scene_graph_markers,
+)
 
 FRAME = "camera_color_optical_frame"
 
@@ -162,3 +167,72 @@ def test_non_finite_or_degenerate_3d_is_not_sent_to_rviz() -> None:
     assert len(cubes) == 1
     assert cubes[0].scale.y > 0.0  # RViz rejects zero scales
     assert not _of_type(markers, Marker.LINE_LIST)
+
+
+def _verdict_graph() -> SceneGraph:
+    graph = _graph(
+        [_object("cup.1", (0.1, 0.2, 1.0)), _object("box.1", (0.5, 0.2, 2.0))],
+        [
+            ("cup.1", "in front of", "box.1"),
+            ("box.1", "in front of", "cup.1"),
+            ("cup.1", "near", "box.1"),
+        ],
+    )
+    evidence = [
+        "cup.1's front is 1.00 m nearer the camera than box.1's (front surfaces at z 0.85 / "
+        "1.85 m, margin 0.04 m)",
+        "box.1's front is 1.00 m farther from the camera than cup.1's (front surfaces at z "
+        "1.85 / 0.85 m, margin 0.04 m)",
+        "neither near nor far: cup.1 and box.1 are 0.62 m apart (near up to 0.15 m, far from "
+        "0.60 m, margin 0.04 m)",
+    ]
+    verdicts = [
+        SceneRelation.VERDICT_CONSISTENT,
+        SceneRelation.VERDICT_CONTRADICTED,
+        SceneRelation.VERDICT_UNKNOWN,
+    ]
+    for relation, verdict, text in zip(graph.relations, verdicts, evidence, strict=True):
+        relation.verdict, relation.evidence = verdict, text
+    return graph
+
+
+def test_relation_edges_are_coloured_by_verdict() -> None:
+    markers = scene_graph_markers(_verdict_graph()).markers
+    edges = _of_type(markers, Marker.LINE_LIST)
+    colours = [(e.color.r, e.color.g, e.color.b) for e in edges]
+    expected = [
+        VERDICT_COLOURS[SceneRelation.VERDICT_CONSISTENT],  # green
+        VERDICT_COLOURS[SceneRelation.VERDICT_CONTRADICTED],  # red
+        VERDICT_COLOURS[SceneRelation.VERDICT_UNKNOWN],  # grey
+    ]
+    assert [v for c in colours for v in c] == pytest.approx([v for c in expected for v in c])
+    green, red, grey = expected
+    assert green[1] > max(green[0], green[2]) and red[0] > max(red[1], red[2])
+    assert grey[0] == grey[1] == grey[2]
+
+
+def test_relation_labels_carry_verdict_and_evidence() -> None:
+    texts = [
+        t.text
+        for t in _of_type(scene_graph_markers(_verdict_graph()).markers, Marker.TEXT_VIEW_FACING)
+        if not t.text.endswith(" m")
+    ]
+    assert len(texts) == 3
+    head, *evidence = texts[1].split("\n")
+    assert head == "in front of [contradicted]"
+    # The evidence's sentence, wrapped; its numbers in parentheses stay in the message.
+    assert " ".join(evidence) == "box.1's front is 1.00 m farther from the camera than cup.1's"
+    assert texts[0].startswith("in front of [consistent]\ncup.1's front is 1.00 m nearer")
+    assert texts[2].startswith("near [unknown]\nneither near nor far")
+    for text in texts:
+        lines = text.split("\n")
+        assert len(lines) <= 1 + EVIDENCE_LINES
+        assert all(0 < len(line) <= MAX_TEXT_CHARS for line in lines)
+
+
+def test_unknown_verdict_values_draw_grey() -> None:
+    graph = _verdict_graph()
+    graph.relations[0].verdict = 77  # a newer message version's value
+    (edge, *_) = _of_type(scene_graph_markers(graph).markers, Marker.LINE_LIST)
+    colour = [edge.color.r, edge.color.g, edge.color.b]
+    assert colour == pytest.approx(list(VERDICT_COLOURS[SceneRelation.VERDICT_UNKNOWN]))
