@@ -424,7 +424,8 @@ def answer_to_json(
     lifted: Sequence[Any] | None = None,
     no_3d_reason: str = "",
 ) -> dict[str, Any]:
-    """JSON-ready answer with the fields of ``SpatialAnswer`` (objects with 3D when lifted).
+    """JSON-ready answer with the fields of ``SpatialAnswer`` (objects with 3D when lifted;
+    relations with the depth check's verdict and evidence, as the node publishes them).
 
     Args:
         result: The engine's ``EngineResult``.
@@ -433,6 +434,8 @@ def answer_to_json(
         lifted: One ``Lifted3D`` per object, or None for no depth.
         no_3d_reason: Why there is no 3D when ``lifted`` is None ("" for a 2D-only request).
     """
+    from spatialthinker_ros.relation_check import verify_relations
+
     parsed = result.result
     objects = []
     warnings = list(parsed.warnings)
@@ -467,6 +470,8 @@ def answer_to_json(
             warnings.append(
                 f"no 3D for {len(missing)} of {len(lifted)} objects: {missing[0].reason}"
             )
+    checked = verify_relations(parsed, lifted)
+    warnings += checked.warnings
     return {
         "question": question,
         "options": list(options),
@@ -477,9 +482,16 @@ def answer_to_json(
         "reasoning": parsed.reasoning,
         "objects": objects,
         "relations": [
-            {"subject": r.subject, "predicate": r.predicate, "object": r.object}
-            for r in parsed.relations
+            {
+                "subject": r.subject,
+                "predicate": r.predicate,
+                "object": r.object,
+                "verdict": check.verdict.name.lower(),
+                "evidence": check.evidence,
+            }
+            for r, check in zip(parsed.relations, checked.checks, strict=True)
         ],
+        "relations_contradicted": checked.contradicted,
         "strict_format": parsed.strict,
         "warnings": warnings,
         "raw_output": result.raw_text,
