@@ -27,16 +27,16 @@ import sys
 import time
 from pathlib import Path
 
+from spatialthinker_ros.fastdds import set_default_profile
+
 ROOT = Path(__file__).resolve().parents[1]
 TEST_DIR = ROOT / "spatialthinker_ros" / "test"
 sys.path.insert(0, str(TEST_DIR))
 
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(101, 180)))
-os.environ.setdefault(
-    "FASTDDS_DEFAULT_PROFILES_FILE",
-    str(ROOT / "spatialthinker_ros" / "config" / "fastdds_large_images.xml"),
-)
+# Jazzy's Fast DDS reads the profile from FASTRTPS_..., Kilted's from FASTDDS_...: name both.
+set_default_profile(os.environ, ROOT / "spatialthinker_ros" / "config" / "fastdds_large_images.xml")
 
 CAMERA = """
 import sys, time

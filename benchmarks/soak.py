@@ -27,6 +27,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from spatialthinker_ros.fastdds import set_default_profile
+
 ROOT = Path(__file__).resolve().parents[1]
 TEST_DIR = ROOT / "spatialthinker_ros" / "test"
 sys.path.insert(0, str(TEST_DIR))
@@ -34,10 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(181, 230)))
-os.environ.setdefault(
-    "FASTDDS_DEFAULT_PROFILES_FILE",
-    str(ROOT / "spatialthinker_ros" / "config" / "fastdds_large_images.xml"),
-)
+# Jazzy's Fast DDS reads the profile from FASTRTPS_..., Kilted's from FASTDDS_...: name both.
+set_default_profile(os.environ, ROOT / "spatialthinker_ros" / "config" / "fastdds_large_images.xml")
 
 DIAGNOSTICS_PERIOD = 0.5
 MIN_MEMORY_JUDGED_S = 300.0

@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from spatialthinker_ros.fastdds import PROFILE_VARIABLES, set_default_profile
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "spatialthinker_ros"
 PARAMS_FILE = PACKAGE / "config" / "spatialthinker.yaml"
@@ -109,8 +111,9 @@ def demo_environment() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     env.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 100)))
-    # Without the large shared-memory profile most 640x480 frames are lost between processes.
-    env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(FASTDDS_PROFILE))
+    # Without the large shared-memory profile most 640x480 frames are lost between processes;
+    # Jazzy's Fast DDS reads it from FASTRTPS_..., Kilted's from FASTDDS_...: both are named.
+    set_default_profile(env, FASTDDS_PROFILE)
     env.setdefault("PYTHONUNBUFFERED", "1")
     if not env.get("AMENT_PREFIX_PATH"):
         env["AMENT_PREFIX_PATH"] = str(Path(sys.prefix))
@@ -317,7 +320,7 @@ def run(args: argparse.Namespace) -> int:
             for k in (
                 "ROS_AUTOMATIC_DISCOVERY_RANGE",
                 "ROS_DOMAIN_ID",
-                "FASTDDS_DEFAULT_PROFILES_FILE",
+                *PROFILE_VARIABLES,
                 "AMENT_PREFIX_PATH",
             )
         }

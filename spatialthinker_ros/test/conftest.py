@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from spatialthinker_ros.fastdds import set_default_profile
+
 # ROS traffic stays on this machine and in a domain of this run's own, even
 # when pytest is started without the Makefile. Set before any rclpy import.
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
@@ -16,8 +18,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # The shipped Fast DDS profile (large shared-memory segments): without it most
 # 640x480 frames are lost over best-effort QoS between processes (see README).
+# Jazzy's Fast DDS reads it from FASTRTPS_..., Kilted's from FASTDDS_...: both are named.
 _FASTDDS_PROFILE = Path(__file__).resolve().parents[1] / "config" / "fastdds_large_images.xml"
-os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(_FASTDDS_PROFILE))
+set_default_profile(os.environ, _FASTDDS_PROFILE)
 
 DATA_DIR = Path(__file__).parent / "data"
 
