@@ -8,8 +8,14 @@ differ unless we make them agree. Two policies:
 * ``"resize"`` (default): we resize the frame ourselves to exactly the size the processor would
   pick and state that size; the processor then leaves it alone, the stated frame and the model's
   frame coincide, and boxes are scaled back to the camera image afterwards.
-* ``"native"`` (the authors' choice): send the source image, state its size, and let the
-  processor resize it. Boxes come back in (nominally) source pixels.
+* ``"native"``: send the source image, state its size, and let the processor resize it within
+  ``[min_pixels, max_pixels]``. Boxes come back in (nominally) source pixels. This is the
+  authors' evaluation setup only while those bounds leave the image alone: they used the
+  processor's own bounds (``CHECKPOINT_MIN_PIXELS`` .. ``CHECKPOINT_MAX_PIXELS``), so the model
+  saw the source size up to rounding each side to a multiple of 28. Our default ``max_pixels``
+  is far lower: a 1920x1080 frame reaches the model as 1316x728 while the prompt states
+  1920x1080 (the authors' model saw 1932x1092). :func:`native_frame_warning` says when that
+  happens.
 """
 
 from __future__ import annotations
@@ -22,12 +28,15 @@ from typing import Literal
 import numpy as np
 
 __all__ = [
+    "CHECKPOINT_MAX_PIXELS",
+    "CHECKPOINT_MIN_PIXELS",
     "DEFAULT_MAX_PIXELS",
     "DEFAULT_MIN_PIXELS",
     "MAX_ASPECT_RATIO",
     "PATCH_FACTOR",
     "ModelFrame",
     "model_input_size",
+    "native_frame_warning",
     "plan_model_frame",
     "prepare_image",
     "scale_boxes",
@@ -37,6 +46,9 @@ __all__ = [
 DEFAULT_MIN_PIXELS = 512 * 512
 #: 1280 visual tokens of 28x28 pixels: bounds latency and memory per frame.
 DEFAULT_MAX_PIXELS = 1280 * 28 * 28
+#: The checkpoint processor's own bounds, which the authors' evaluation used.
+CHECKPOINT_MIN_PIXELS = 56 * 56
+CHECKPOINT_MAX_PIXELS = 28 * 28 * 16384
 #: Qwen2.5-VL: 14 px patches merged 2x2, so each side must be a multiple of 28.
 PATCH_FACTOR = 28
 #: The processor refuses images more elongated than this.
@@ -138,7 +150,7 @@ def plan_model_frame(
         width: Camera image width.
         height: Camera image height.
         policy: ``"resize"`` (we resize to the processor's size and state it) or ``"native"``
-            (state the source size, let the processor resize).
+            (state the source size, let the processor resize; see :func:`native_frame_warning`).
         min_pixels: Processor minimum area.
         max_pixels: Processor maximum area.
 
@@ -157,6 +169,57 @@ def plan_model_frame(
     if policy == "native":
         return ModelFrame(source, source, None)
     raise ValueError(f"unknown model frame policy {policy!r}; expected 'resize' or 'native'")
+
+
+def native_frame_warning(
+    width: int,
+    height: int,
+    min_pixels: int = DEFAULT_MIN_PIXELS,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> str | None:
+    """Why the ``"native"`` policy would state a size the model does not see, if it would.
+
+    Under ``"native"`` the prompt states the camera size. The processor rounding each side to
+    a multiple of 28 (640x480 -> 644x476) is the trained and evaluated setup and is not
+    reported; the pixel bounds scaling the whole image is.
+
+    Args:
+        width: Camera image width.
+        height: Camera image height.
+        min_pixels: Processor minimum area in use.
+        max_pixels: Processor maximum area in use.
+
+    Returns:
+        One line for the log and diagnostics (stated size, size the model sees, the size the
+        authors' evaluation would have given it, and the remedies), or ``None`` when the
+        bounds leave the image alone.
+
+    Raises:
+        ValueError: An image or bounds the processor cannot take (as :func:`model_input_size`).
+    """
+    seen = model_input_size(width, height, min_pixels, max_pixels)
+    factor = PATCH_FACTOR
+    rounded = (
+        max(factor, round(width / factor) * factor),
+        max(factor, round(height / factor) * factor),
+    )
+    if seen == rounded:
+        return None
+    theirs = model_input_size(width, height, CHECKPOINT_MIN_PIXELS, CHECKPOINT_MAX_PIXELS)
+    down = seen[0] * seen[1] < rounded[0] * rounded[1]
+    bound = (
+        f"max_pixels {max_pixels} scales it down"
+        if down
+        else f"min_pixels {min_pixels} scales it up"
+    )
+    need = theirs[0] * theirs[1]
+    remedy = f"max_pixels >= {need}" if down else f"min_pixels <= {need}"
+    return (
+        f"coordinate_policy 'native' states {width} x {height} in the prompt but the model sees "
+        f"{seen[0]} x {seen[1]} ({bound}), so its boxes may not be in the stated frame; the "
+        f"authors' evaluation gave it {theirs[0]} x {theirs[1]}. Use coordinate_policy "
+        f"'resize' (states the size the model sees) or {remedy} as they did."
+    )
 
 
 def prepare_image(image: np.ndarray, frame: ModelFrame) -> np.ndarray:

@@ -9,10 +9,13 @@ from hypothesis import strategies as st
 from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 
 from spatialthinker_ros.model_frame import (
+    CHECKPOINT_MAX_PIXELS,
+    CHECKPOINT_MIN_PIXELS,
     DEFAULT_MAX_PIXELS,
     DEFAULT_MIN_PIXELS,
     ModelFrame,
     model_input_size,
+    native_frame_warning,
     plan_model_frame,
     prepare_image,
     scale_boxes,
@@ -113,6 +116,54 @@ def test_resize_policy_without_resize_when_already_aligned() -> None:
 
 def test_native_policy_states_source_size() -> None:
     assert plan_model_frame(640, 480, policy="native") == ModelFrame((640, 480), (640, 480), None)
+
+
+def test_native_1080p_states_a_size_the_model_does_not_see() -> None:
+    # The issue's numbers: stated 1920x1080, seen 1316x728 under our max_pixels, 1932x1092
+    # under the checkpoint processor's bounds that the authors' evaluation used.
+    assert plan_model_frame(1920, 1080, policy="native").stated_size == (1920, 1080)
+    assert model_input_size(1920, 1080) == (1316, 728)
+    assert model_input_size(1920, 1080, CHECKPOINT_MIN_PIXELS, CHECKPOINT_MAX_PIXELS) == (
+        1932,
+        1092,
+    )
+    warning = native_frame_warning(1920, 1080)
+    assert warning is not None
+    for fragment in (
+        "states 1920 x 1080",
+        "sees 1316 x 728",
+        "max_pixels 1003520 scales it down",
+        "authors' evaluation gave it 1932 x 1092",
+        "'resize'",
+        "max_pixels >= 2109744",
+    ):
+        assert fragment in warning, fragment
+    # The remedy it names does remove the warning.
+    assert native_frame_warning(1920, 1080, DEFAULT_MIN_PIXELS, 1932 * 1092) is None
+
+
+def test_native_warning_for_frames_scaled_up() -> None:
+    warning = native_frame_warning(320, 240)
+    assert warning is not None
+    assert "sees 616 x 448" in warning and "min_pixels 262144 scales it up" in warning
+    assert "min_pixels <= 77616" in warning
+    assert native_frame_warning(320, 240, 77616, DEFAULT_MAX_PIXELS) is None
+
+
+@pytest.mark.parametrize("size", [(640, 480), (1280, 720), (644, 476), (1000, 700)])
+def test_native_rounding_to_28_alone_is_not_warned(size: tuple[int, int]) -> None:
+    # 640x480 -> 644x476 is the trained and evaluated setup.
+    assert native_frame_warning(*size) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 5000), st.integers(1, 5000))
+def test_native_warning_exactly_when_the_bounds_scale(width: int, height: int) -> None:
+    if max(width, height) / min(width, height) > 200:
+        return
+    seen = model_input_size(width, height)
+    unbounded = model_input_size(width, height, 1, 10**12)
+    assert (native_frame_warning(width, height) is None) == (seen == unbounded)
 
 
 def test_plan_rejects_unknown_policy_and_bad_images() -> None:
