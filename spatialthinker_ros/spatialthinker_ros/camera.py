@@ -2,13 +2,21 @@
 
 Conventions follow ROS (REP 103/117, sensor_msgs/CameraInfo): the camera optical frame has x
 right, y down, z forward; in ``K`` the pixel *centres* sit at integer coordinates; depth images are
-``16UC1``/``mono16`` millimetres with 0 invalid, or ``32FC1`` metres with NaN/inf invalid.
+``16UC1``/``mono16`` millimetres with 0 invalid (another unit through ``scale``), or ``32FC1``
+metres with NaN/inf invalid.
+
+Lens distortion: an *unrectified* image (``image_raw``) is described by ``K`` and ``D``; its pixels
+lie on distorted rays, so :meth:`CameraIntrinsics.rays` undoes ``D`` (OpenCV's
+``undistortPoints`` for ``plumb_bob`` and ``rational_polynomial``, ``cv2.fisheye`` for
+``equidistant``). A *rectified* image (``image_rect*``) is described by ``P`` and has no
+distortion left: read it with ``from_camera_info(msg, use_projection=True)``.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -18,8 +26,12 @@ __all__ = [
     "CameraIntrinsics",
     "aspect_mismatch",
     "check_camera_info",
+    "depth_range_warning",
     "depth_to_metres",
 ]
+
+#: Distortion models whose ``D`` is undone before back-projection, and their OpenCV lengths.
+DISTORTION_MODELS = {"plumb_bob": (4, 5), "rational_polynomial": (8,), "equidistant": (4,)}
 
 #: Relative tolerance on width/height aspect ratios before two images count as different crops.
 DEFAULT_ASPECT_TOLERANCE = 0.01
@@ -86,6 +98,10 @@ class CameraIntrinsics:
         cy: Principal point y in pixels.
         width: Image width in pixels.
         height: Image height in pixels.
+        distortion_model: CameraInfo's model name (``plumb_bob``, ``rational_polynomial``,
+            ``equidistant``); ignored while ``distortion`` is all zero.
+        distortion: CameraInfo ``D`` of an unrectified image; empty or all zero for a rectified
+            or distortion-free one.
     """
 
     fx: float
@@ -94,12 +110,37 @@ class CameraIntrinsics:
     cy: float
     width: int
     height: int
+    distortion_model: str = ""
+    distortion: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if not (self.fx > 0 and self.fy > 0 and math.isfinite(self.fx) and math.isfinite(self.fy)):
             raise ValueError(f"focal lengths must be positive and finite: {self.fx}, {self.fy}")
         if self.width <= 0 or self.height <= 0:
             raise ValueError(f"intrinsics have zero size ({self.width}x{self.height})")
+        d = tuple(float(v) for v in self.distortion)
+        object.__setattr__(self, "distortion", d)
+        if not all(math.isfinite(v) for v in d):
+            raise ValueError(f"distortion coefficients must be finite: {list(d)}")
+        if any(d):
+            lengths = DISTORTION_MODELS.get(self.distortion_model)
+            if lengths is None:
+                raise ValueError(
+                    f"unsupported distortion model {self.distortion_model!r} with non-zero D; "
+                    f"supported: {', '.join(DISTORTION_MODELS)} (or rectify the image and use P)"
+                )
+            if len(d) not in lengths and not (
+                self.distortion_model == "rational_polynomial" and len(d) in (5, 8, 12, 14)
+            ):
+                raise ValueError(
+                    f"{self.distortion_model} distortion needs {' or '.join(map(str, lengths))}"
+                    f" coefficients, got {len(d)}"
+                )
+
+    @property
+    def has_distortion(self) -> bool:
+        """Whether ``D`` is non-zero (the image is not rectified)."""
+        return any(self.distortion)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -121,16 +162,20 @@ class CameraIntrinsics:
 
         Args:
             msg: The CameraInfo message.
-            use_projection: Use ``P`` (the rectified camera) instead of ``K``; right for images
-                that come from ``image_proc``'s rectification (``image_rect*``).
+            use_projection: Use ``P`` (the rectified camera) instead of ``K``, without ``D``;
+                right for images that come from ``image_proc``'s rectification
+                (``image_rect*``). Otherwise ``K`` and ``D`` are used: right for unrectified
+                images (``image_raw``), and the same as ``P`` when ``D`` is zero.
 
         Returns:
-            The intrinsics.
+            The intrinsics, carrying ``D`` and the distortion model unless ``use_projection``.
 
         Raises:
-            ValueError: See :func:`check_camera_info`.
+            ValueError: See :func:`check_camera_info`; also a non-zero ``D`` of an unsupported
+                model or length.
         """
         check_camera_info(msg)
+        model, dist = "", ()
         if use_projection:
             p = np.asarray(msg.p, dtype=np.float64).reshape(-1)
             if p.size != 12 or p[0] <= 0 or p[5] <= 0:
@@ -139,6 +184,8 @@ class CameraIntrinsics:
         else:
             k = np.asarray(msg.k, dtype=np.float64).reshape(-1)
             fx, fy, cx, cy = k[0], k[4], k[2], k[5]
+            model = str(getattr(msg, "distortion_model", "") or "")
+            dist = tuple(float(v) for v in np.asarray(getattr(msg, "d", ()), np.float64))
         width, height = int(msg.width), int(msg.height)
         roi = getattr(msg, "roi", None)
         if roi is not None and int(roi.width) > 0 and int(roi.height) > 0:
@@ -150,7 +197,7 @@ class CameraIntrinsics:
         if bx > 1 or by > 1:
             fx, cx, width = fx / bx, (cx + 0.5) / bx - 0.5, width // bx
             fy, cy, height = fy / by, (cy + 0.5) / by - 0.5, height // by
-        return cls(float(fx), float(fy), float(cx), float(cy), width, height)
+        return cls(float(fx), float(fy), float(cx), float(cy), width, height, model, dist)
 
     def scaled(self, width: int, height: int) -> CameraIntrinsics:
         """Intrinsics of the same view resampled to ``width x height``.
@@ -175,20 +222,99 @@ class CameraIntrinsics:
             (self.cy + 0.5) * sy - 0.5,
             int(width),
             int(height),
+            self.distortion_model,  # D acts on normalised coordinates: unchanged by scaling
+            self.distortion,
         )
 
     def project(self, points: np.ndarray) -> np.ndarray:
-        """Project ``Nx3`` optical-frame points to ``Nx2`` pixel-centre coordinates."""
+        """Project ``Nx3`` optical-frame points to ``Nx2`` pixel-centre coordinates (with ``D``)."""
         p = np.asarray(points, dtype=np.float64)
+        if self.has_distortion:
+            import cv2
+
+            flat = p.reshape(-1, 1, 3)
+            zero = np.zeros(3)
+            if self.distortion_model == "equidistant":
+                uv, _ = cv2.fisheye.projectPoints(flat, zero, zero, self.K, self._d())
+            else:
+                uv, _ = cv2.projectPoints(flat, zero, zero, self.K, self._d())
+            return uv.reshape(*p.shape[:-1], 2)
         return np.stack(
             [self.fx * p[..., 0] / p[..., 2] + self.cx, self.fy * p[..., 1] / p[..., 2] + self.cy],
             axis=-1,
         )
 
+    def rays(self, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Normalised ray coordinates ``(x/z, y/z)`` of pixel-centre coordinates, ``D`` undone."""
+        u, v = np.broadcast_arrays(np.asarray(u, np.float64), np.asarray(v, np.float64))
+        if not self.has_distortion:
+            return (u - self.cx) / self.fx, (v - self.cy) / self.fy
+        import cv2
+
+        pts = np.stack([u.ravel(), v.ravel()], axis=-1).reshape(-1, 1, 2)
+        # Enough iterations for wide-angle lenses near the corners (OpenCV's default is 5).
+        criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-9)
+        if self.distortion_model == "equidistant":
+            out = cv2.fisheye.undistortPoints(pts, self.K, self._d(), criteria=criteria)
+        else:
+            out = cv2.undistortPoints(pts, self.K, self._d(), criteria=criteria)
+        out = out.reshape(-1, 2)
+        return out[:, 0].reshape(u.shape), out[:, 1].reshape(u.shape)
+
+    def ray_maps(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(x/z, y/z)`` of every pixel centre as two ``HxW`` float32 maps (cached per camera)."""
+        return _ray_maps(self)
+
     def back_project(self, u: np.ndarray, v: np.ndarray, z: np.ndarray) -> np.ndarray:
         """Back-project pixel-centre coordinates at depth ``z`` to optical-frame points."""
         z = np.asarray(z)
-        return np.stack([(u - self.cx) * z / self.fx, (v - self.cy) * z / self.fy, z], axis=-1)
+        xn, yn = self.rays(u, v)
+        return np.stack([xn * z, yn * z, z], axis=-1)
+
+    def _d(self) -> np.ndarray:
+        return np.asarray(self.distortion, dtype=np.float64)
+
+
+@lru_cache(maxsize=4)
+def _ray_maps(cam: CameraIntrinsics) -> tuple[np.ndarray, np.ndarray]:
+    # One undistortion of the whole image per camera (tens of ms), then lookups per request.
+    u = np.arange(cam.width, dtype=np.float64)
+    v = np.arange(cam.height, dtype=np.float64)
+    xn, yn = cam.rays(u[None, :], v[:, None])
+    return xn.astype(np.float32), yn.astype(np.float32)
+
+
+def depth_range_warning(
+    depth_m: np.ndarray, min_depth: float, max_depth: float, scale: float | None = None
+) -> str:
+    """Say when a depth frame looks like the wrong units, or ``""`` when it looks plausible.
+
+    A frame is implausible when most of its readings fall outside ``[min_depth, max_depth]``
+    (a 1/5000 m PNG read as millimetres puts a room 5x too far; 0.1 mm read as millimetres 10x).
+
+    Args:
+        depth_m: Depth in metres, NaN invalid (after the unit conversion).
+        min_depth: Nearest plausible depth, metres.
+        max_depth: Farthest plausible depth, metres.
+        scale: The metres-per-unit used, named in the warning.
+
+    Returns:
+        The warning, or ``""``.
+    """
+    z = np.asarray(depth_m)[::4, ::4]  # a 1/16 subsample is ample for a frame-wide statistic
+    z = z[np.isfinite(z) & (z > 0)]
+    if z.size < 16:
+        return ""
+    far = float(np.mean(z > max_depth))
+    near = float(np.mean(z < min_depth))
+    if far <= 0.5 and near <= 0.5:
+        return ""
+    unit = f" (depth.scale {scale:g} m per unit)" if scale is not None else ""
+    return (
+        f"depth looks implausible for its units{unit}: median {float(np.median(z)):.3g} m, "
+        f"{100 * far:.0f}% of readings beyond {max_depth:g} m and {100 * near:.0f}% nearer "
+        f"than {min_depth:g} m; check the depth scale"
+    )
 
 
 def depth_to_metres(array: np.ndarray, encoding: str, scale: float | None = None) -> np.ndarray:

@@ -1,62 +1,71 @@
 """Lift 2D boxes into 3D with a registered depth image (ROS-free, vectorised numpy).
 
 For every box the depth image is sampled on a grid of at most ``grid x grid`` cells (one sample per
-pixel for small boxes), all boxes at once, so lifting 20 boxes costs under a millisecond and
-no step touches the full image.
+pixel for small boxes), all boxes at once, so lifting 20 boxes costs about a millisecond and no
+step touches the full image. Every step is meant to be a smooth function of the box: weights
+fade in from the box edges instead of cutting at a fixed inset, the mode's depth is interpolated
+between bins, and extents are quantiles of weighted cells rather than first/last columns. So when a model's box moves by a pixel or two
+from one frame to the next, the estimate moves by millimetres, not from one surface to another.
+
+**Support and background.** A small object's box also shows what it stands on and what is behind
+it (a can on a desk: the desk top recedes smoothly from the can's foot to the wall, so no depth
+gap separates them). The dominant plane of the box's border region is fitted in inverse depth
+(``1/z`` is linear in the ray coordinates for any plane; a few iteratively reweighted least
+squares steps with Cauchy weights ignore the object's share of the border). When that plane
+explains most of the border *and* much of the box's centre lies in front of it, the plane is the
+support or background, and its inliers are dropped (softly, with weights that ramp with both
+conditions). A large object whose own surface fills the border lies on the plane, nothing is in
+front of it, and nothing is dropped. Depth alone settles this, so no colour step is needed.
 
 **Choosing the object's depth.** Inside a box the depth samples are a mixture of the object, the
 background seen around a thin object or through a hollow one, and occluders in front of it. We
-histogram log depth over the box shrunk by ``shrink`` on each side (bins of ``bin_width`` relative
-size, so the resolution follows the sensor's depth-proportional noise), smooth it, and take the
-**nearest centred significant mode**: the nearest histogram peak that holds at least
-``mode_fraction`` of the highest peak's samples *and* whose samples are centred in the box (their
-mean position lies within ``centre_tolerance`` box sizes of the box centre). The reasoning: the
-box was drawn around the object, so the object's pixels are centred in it; the background is
-farther than the object; an occluder is nearer but reaches in from a side or a corner, so its
-pixels are off-centre. Hence a thin pole with 80 % of its box showing the wall, or a frame with
-the wall visible through its middle, keeps the object's depth (nearest centred mode), and a
-bottle covering a third of a box from the side is skipped (off-centre). When no significant mode
-is centred, the highest peak is used. (yolo_ros uses centre-*weighted* histograms instead; those
-lose hollow objects, whose centre shows background.) An occluder that sits in the middle of the
-box is indistinguishable from the object and wins.
+histogram log depth with weights that rise from 0 at the box edge to 1 at ``2 * shrink`` box
+sizes inside it (bins of ``bin_width`` relative size, so the resolution follows the sensor's
+depth-proportional noise), smooth it, and take the **nearest centred significant mode**: the
+nearest histogram peak that holds at least ``mode_fraction`` of the highest peak's weight *and*
+whose samples are centred in the box (their mean position lies within ``centre_tolerance`` box
+sizes of the box centre). The box was drawn around the object, so the object's pixels are
+centred in it; the background is farther than the object; an occluder is nearer but reaches in
+from a side or a corner, so its pixels are off-centre. Hence a thin pole with 80 % of its box
+showing the wall, or a frame with the wall visible through its middle, keeps the object's depth,
+and a bottle covering a third of a box from the side is skipped. When no significant mode is
+centred, the highest peak is used. An occluder in the middle of the box is indistinguishable
+from the object and wins.
 
 A *band* around that mode then selects the object's pixels in the whole box: it grows outwards
 from the mode while the smoothed histogram stays above ``band_threshold`` of the mode's height,
-so it follows surfaces that recede in depth (side faces, slanted planes) and stops at the depth
-gap to the background; it is capped at ``max_band`` times the box's lateral size (at least
-0.1 m) so that a floor running from the object to the wall cannot widen it without limit.
+so it follows surfaces that recede in depth and stops at the depth gap to the background; it is
+capped at ``max_band`` times the box's lateral size (at least 0.1 m).
 
-**Centre and size.** The kept pixels are back-projected with the intrinsics (optical frame: x
-right, y down, z forward). Lateral extents come from the sample grid's columns (for x) and rows
-(for y): a column belongs to the object when it holds at least ``edge_fraction`` of the fullest
-column's kept samples (stray pixels and thin slivers of noise do not count), its x is the median
-x of its kept samples, and the extent runs from the first to the last object column plus one
-sample spacing (each sample stands for a cell of the box). Percentiles over all samples would not
-do: each grid column repeats one x value many times, so a low percentile is simply the minimum.
-The lateral centre is the middle of that extent.
+**Centre and size.** The kept samples are back-projected through the camera's rays (lens
+distortion undone for unrectified images; optical frame: x right, y down, z forward). Lateral
+extents are the weighted 2..98 % quantiles of x (y) widened by 1/0.96 for the trimmed tails plus
+the cell each sample stands for. The lateral centre is the middle of that extent.
 
-A camera sees only the front surface, so depth needs a policy:
+**Depth extent.** A camera sees only the front surface, so depth needs a policy:
 
-* ``z_front`` is the depth of the surface facing the camera: the mean depth around the chosen
-  mode, or the noise-corrected 2nd percentile of the kept depths when that is nearer (a surface
-  slanted in depth has no sharp mode). The depth noise ``sigma`` is estimated from differences of
-  neighbouring samples, which is unaffected by how far the surface recedes.
-* ``visible dz`` is the noise-corrected 2..98 percentile depth range of the kept pixels,
+* ``surface_depth`` (``z_front``) is the depth of the surface facing the camera: the mean depth
+  around the chosen mode, or the noise-corrected 2nd percentile of the kept depths when that is
+  nearer (a surface slanted in depth has no sharp mode). ``surface`` is the point
+  ``(mean x, mean y of the kept samples, z_front)``: the centre of what the camera saw.
+* ``visible dz`` is the noise-corrected 2..98 percentile depth range of the kept samples,
   scaled by 1/0.96 for the trimmed tails.
-* ``depth_extent="box"`` (default): ``dz = max(visible dz, min(dx, dy))`` -- the unseen back half
-  of an object is assumed about as deep as its smaller lateral extent (right for boxes, cups,
-  bottles; for a horizontal plane ``dy`` is ~0 and the visible range wins).
-  ``depth_extent="visible"``: ``dz = visible dz`` (right for thin panels facing the camera).
+* ``depth_extent="box"`` (default): ``dz = max(visible dz, prior)`` where the prior knows the
+  object's category from its label (see :data:`DEPTH_PRIORS` and :func:`depth_prior`): a
+  flat thing (monitor, picture, door, book, ...) has a few centimetres; a round one (cup, can,
+  bottle, ball, ...) is as deep as it is wide; anything else is assumed as deep as its smaller
+  lateral extent. ``depth_extent="visible"``: ``dz = visible dz``.
 * Every size is at least ``min_size``, and the reported centre is the object's 3D centre:
   ``z = z_front + dz / 2``.
 
-So x, y, dx, dy and the front-surface depth are measured; dz and the centre's z are measured for
-surfaces that recede in depth and otherwise rest on the policy's shape assumption.
+So x, y, dx, dy and the front surface are measured; dz and the centre's z are measured for
+surfaces that recede in depth and otherwise rest on the category prior.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -65,10 +74,45 @@ import numpy as np
 
 from spatialthinker_ros.camera import CameraIntrinsics, aspect_mismatch
 
-__all__ = ["LiftParams", "Lifted3D", "lift_boxes"]
+__all__ = ["DEPTH_PRIORS", "LiftParams", "Lifted3D", "depth_prior", "lift_boxes"]
 
 # Normal quantiles used to undo the widening of percentiles by Gaussian depth noise.
 _Z98 = 2.0537489  # standard normal 98th percentile
+
+#: Depth extent (metres along the view) of common categories: a number is the typical thickness
+#: of a flat thing; ``"width"`` means as deep as it is wide (round things). Unknown labels use
+#: the generic rule (as deep as the smaller lateral extent).
+DEPTH_PRIORS: dict[str, float | str] = {
+    # flat: panels, screens, pictures, openings, thin objects seen face-on
+    **dict.fromkeys(("monitor", "display", "screen", "tablet"), 0.05),
+    **dict.fromkeys(("tv", "television", "laptop", "whiteboard", "board"), 0.06),
+    **dict.fromkeys(("picture", "painting", "photo", "frame", "mirror", "clock"), 0.04),
+    **dict.fromkeys(("poster", "sign", "paper", "magazine", "map", "calendar"), 0.02),
+    **dict.fromkeys(("door", "window", "curtain", "book", "folder", "notebook"), 0.05),
+    **dict.fromkeys(("phone", "cellphone", "smartphone", "remote", "keyboard", "plate"), 0.03),
+    # round: as deep as wide
+    **dict.fromkeys(
+        ("cup", "mug", "can", "bottle", "glass", "ball", "globe", "vase", "bowl", "jar", "pot"),
+        "width",
+    ),
+    **dict.fromkeys(("bucket", "bin", "lamp", "plant", "apple", "orange", "candle"), "width"),
+}
+
+
+def depth_prior(label: str | None) -> float | str | None:
+    """The :data:`DEPTH_PRIORS` entry of a label or id (``"cup.1"``, ``"coffee mug"``).
+
+    The whole label, then its last word (the head noun of ``"computer monitor"``), singular or
+    plural, is looked up; ``None`` when the category is unknown.
+    """
+    if not label:
+        return None
+    text = re.sub(r"\.\d+$", "", label.strip().lower())
+    words = re.split(r"[\s_\-]+", text)
+    for key in (text, " ".join(words), words[-1], words[-1].removesuffix("s"), words[-1][:-2]):
+        if key in DEPTH_PRIORS:
+            return DEPTH_PRIORS[key]
+    return None
 
 
 @dataclass(frozen=True)
@@ -76,7 +120,8 @@ class LiftParams:
     """Tuning of :func:`lift_boxes` (all lengths in metres).
 
     Attributes:
-        shrink: Fraction of the box width/height ignored on each side when choosing the depth
+        shrink: Box-edge margin, as a fraction of the box size: depth samples count towards the
+            object's depth with a weight rising from 0 at the edge to 1 at ``2 * shrink`` inside
             (the border of a box is where background and occluders show).
         min_depth: Depths below this are invalid.
         max_depth: Depths above this are invalid.
@@ -85,15 +130,16 @@ class LiftParams:
         grid: At most ``grid x grid`` samples per box.
         bin_width: Relative width of the log-depth histogram bins (0.01 = 1 % of the depth).
         mode_fraction: A histogram peak is significant when it holds at least this fraction of
-            the highest peak's samples.
+            the highest peak's weight.
         centre_tolerance: A significant peak is the object's when the mean position of its
             samples is within this many box sizes of the box centre.
         band_threshold: The depth band grows while the smoothed histogram stays above this
             fraction of the mode's height.
         max_band: The band reaches at most this many times the box's lateral size (>= 0.1 m)
             from the mode.
-        edge_fraction: A grid column (row) counts towards the lateral extent when it holds at
-            least this fraction of the fullest column's (row's) kept samples.
+        plane_tolerance: Relative depth residual (0.015 = 1.5 % of the depth) within which a
+            sample lies on the border plane (support or background).
+        reject_planes: Drop the support / background plane's inliers (see the module docstring).
         depth_extent: ``"box"`` or ``"visible"``; see the module docstring.
         aspect_tolerance: Relative tolerance when the depth and colour images differ in size.
     """
@@ -109,7 +155,8 @@ class LiftParams:
     centre_tolerance: float = 0.2
     band_threshold: float = 0.05
     max_band: float = 1.0
-    edge_fraction: float = 0.1
+    plane_tolerance: float = 0.015
+    reject_planes: bool = True
     depth_extent: Literal["box", "visible"] = "box"
     aspect_tolerance: float = 0.01
 
@@ -124,8 +171,8 @@ class LiftParams:
             raise ValueError("grid and min_valid_pixels must be at least 1")
         if not 0.0 < self.bin_width < 1.0:
             raise ValueError(f"bin_width must be in (0, 1), got {self.bin_width}")
-        if not 0.0 <= self.edge_fraction <= 1.0:
-            raise ValueError(f"edge_fraction must be in [0, 1], got {self.edge_fraction}")
+        if not 0.0 < self.plane_tolerance < 1.0:
+            raise ValueError(f"plane_tolerance must be in (0, 1), got {self.plane_tolerance}")
         if self.depth_extent not in ("box", "visible"):
             raise ValueError(f"depth_extent must be 'box' or 'visible', got {self.depth_extent!r}")
 
@@ -142,6 +189,8 @@ class Lifted3D:
         fill: Fraction of the box's samples attributed to the object.
         reason: Why there is no 3D; empty when there is.
         surface_depth: Depth of the object's surface facing the camera (``z_front``), or ``None``.
+        surface: Centre of the visible front surface ``(x, y, z_front)``: measured, unlike the
+            centre's z, which rests on the depth-extent prior; ``None`` without 3D.
     """
 
     center: tuple[float, float, float] | None
@@ -150,6 +199,7 @@ class Lifted3D:
     fill: float = 0.0
     reason: str = ""
     surface_depth: float | None = field(default=None)
+    surface: tuple[float, float, float] | None = field(default=None)
 
     @property
     def has_3d(self) -> bool:
@@ -193,26 +243,31 @@ def _row_quantiles(
     return list(val.T)
 
 
-def _lateral_extent(
-    values: np.ndarray, kept: np.ndarray, edge_fraction: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Extent across the cells (axis 1) of ``values`` laid out ``N x cells x samples``.
+def _cell_quantiles(
+    centre: np.ndarray, width: np.ndarray, mass: np.ndarray, qs: Sequence[float]
+) -> list[np.ndarray]:
+    """Quantiles of ``(N, cells)`` uniform cells (centre, width, mass), in cell order.
 
-    Each cell (a grid row for y; a grid column, after a transpose, for x) gets the median of its
-    kept values; cells with at least
-    ``edge_fraction`` of the fullest cell's count are the object's; returns the min and max of
-    those medians per box (NaN where no cell qualifies).
+    Each cell spreads its mass evenly over its width, so a uniformly filled object is a uniform
+    distribution whose 2..98 % quantiles span 96 % of it exactly, and the quantiles move
+    continuously with the masses and positions. NaN for rows of zero mass.
     """
-    n, cells, samples = values.shape
-    per_cell = values.reshape(n * cells, samples)
-    mask = kept.reshape(n * cells, samples)
-    count = mask.sum(axis=1)
-    (med,) = _row_quantiles(per_cell, mask, count, (0.5,))
-    med, count = med.reshape(n, cells), count.reshape(n, cells)
-    enough = (count > 0) & (count >= edge_fraction * count.max(axis=1, keepdims=True))
-    lo = np.where(enough, med, np.inf).min(axis=1)
-    hi = np.where(enough, med, -np.inf).max(axis=1)
-    return np.where(np.isfinite(lo), lo, np.nan), np.where(np.isfinite(hi), hi, np.nan)
+    cum = np.cumsum(mass, axis=1)
+    total = cum[:, -1:]
+    out = []
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for q in qs:
+            target = q * total
+            k = np.minimum((cum < target).sum(axis=1), mass.shape[1] - 1)[:, None]
+            before = np.take_along_axis(cum - mass, k, axis=1)
+            m = np.take_along_axis(mass, k, axis=1)
+            t = np.clip((target - before) / m, 0.0, 1.0)
+            c = np.take_along_axis(centre, k, axis=1)
+            w = np.take_along_axis(width, k, axis=1)
+            val = (c + (t - 0.5) * w)[:, 0]
+            val[~(total[:, 0] > 0)] = np.nan
+            out.append(val)
+    return out
 
 
 def _median_abs_diff(z: np.ndarray, kept: np.ndarray, axis: int) -> np.ndarray:
@@ -225,6 +280,58 @@ def _median_abs_diff(z: np.ndarray, kept: np.ndarray, axis: int) -> np.ndarray:
     cnt = both.sum(axis=1)
     (med,) = _row_quantiles(d, both, cnt, (0.5,))
     return np.where(cnt >= 3, med, np.inf)
+
+
+def _ramp(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """0 below ``lo``, 1 above ``hi``, linear in between."""
+    return np.clip((x - lo) / (hi - lo), 0.0, 1.0)
+
+
+def _border_plane(
+    z: np.ndarray,
+    xn: np.ndarray,
+    yn: np.ndarray,
+    valid: np.ndarray,
+    weights: np.ndarray,
+    tolerance: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fit ``1/z = a x + b y + c`` (ray coordinates) to the weighted samples of every box.
+
+    Returns the relative residual ``z / z_plane - 1`` of every valid sample (0 elsewhere;
+    negative: in front of the plane) and whether each box's fit is usable. Cauchy-weighted
+    iterations, so the object's share of the border does not tilt the plane; the fit uses every
+    other sample along each axis, which is ample for three parameters.
+    """
+    n = z.shape[0]
+    sub = (slice(None), slice(None, None, 2), slice(None, None, 2))
+    xs, ys, zs, ok_s, ws = (
+        np.broadcast_to(a, z.shape)[sub].reshape(n, -1) for a in (xn, yn, z, valid, weights)
+    )
+    design = np.stack([xs, ys, np.ones_like(xs)], axis=-1).astype(np.float32)  # (N, M, 3)
+    design_t = design.transpose(0, 2, 1)
+    w0 = np.where(ok_s, ws, 0.0).astype(np.float32)
+    zz = np.where(ok_s, zs, 1.0).astype(np.float32)
+    inv = (1.0 / zz)[:, :, None]
+    w = w0
+    eye = np.eye(3)[None]
+    ok = np.zeros(n, dtype=bool)
+    coef = np.zeros((n, 3), np.float32)
+    for it in range(3):
+        wdt = design_t * w[:, None, :]
+        ata = np.matmul(wdt, design).astype(np.float64)  # (N, 3, 3)
+        atb = np.matmul(wdt, inv).astype(np.float64)
+        ok = np.abs(np.linalg.det(ata)) > 1e-9 * np.maximum(ata[:, 2, 2], 1e-30) ** 3
+        coef = np.linalg.solve(np.where(ok[:, None, None], ata, eye), atb)[..., 0]
+        coef = coef.astype(np.float32)
+        if it == 2:
+            break
+        resid = np.where(ok_s, zz * np.matmul(design, coef[:, :, None])[..., 0] - 1.0, 0.0)
+        # Wide first (the object may hold much of the border), then the sensor's tolerance.
+        w = w0 / (1.0 + (resid / (tolerance * (3.0 if it == 0 else 1.5))) ** 2)
+    c = coef[:, :, None, None]
+    with np.errstate(invalid="ignore"):
+        resid = np.where(valid, z * (c[:, 0] * xn + c[:, 1] * yn + c[:, 2]) - 1.0, 0.0)
+    return resid, ok & (coef[:, 2] > 0)
 
 
 def _as_box_array(boxes: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
@@ -247,6 +354,7 @@ def lift_boxes(
     intrinsics: CameraIntrinsics,
     image_size: tuple[int, int] | None = None,
     params: LiftParams | None = None,
+    labels: Sequence[str | None] | None = None,
     **overrides: object,
 ) -> list[Lifted3D]:
     """Estimate a 3D centre and size for each 2D box.
@@ -257,17 +365,21 @@ def lift_boxes(
         depth_m: ``HxW`` float depth in metres, NaN (or anything outside the depth range) invalid,
             registered to the colour image (same view, possibly another resolution).
         intrinsics: Intrinsics of the depth image, at any resolution with the same aspect ratio
-            (they are rescaled to the depth image).
+            (they are rescaled to the depth image). Their ``distortion`` is undone: pass it for
+            unrectified images only.
         image_size: ``(width, height)`` of the colour image the boxes refer to; ``None`` means the
             boxes are already in depth-image pixels.
         params: Tuning; defaults to :class:`LiftParams`.
+        labels: One label or id per box (``"monitor.1"``), choosing the depth-extent prior; ``None``
+            (or a missing entry) uses the generic rule.
         **overrides: Fields of :class:`LiftParams` to override.
 
     Returns:
         One :class:`Lifted3D` per box, in order. Boxes that cannot be lifted carry a ``reason``.
 
     Raises:
-        ValueError: ``depth_m`` is not 2D, or an override is not a :class:`LiftParams` field.
+        ValueError: ``depth_m`` is not 2D, ``labels`` has another length than ``boxes``, or an
+            override is not a :class:`LiftParams` field.
     """
     p = params or LiftParams()
     if overrides:
@@ -280,6 +392,8 @@ def lift_boxes(
         raise ValueError(f"depth image must be 2D, got shape {depth.shape}")
     box_arr = _as_box_array(boxes)
     n_boxes = box_arr.shape[0]
+    if labels is not None and len(labels) != n_boxes:
+        raise ValueError(f"got {len(labels)} labels for {n_boxes} boxes")
     if n_boxes == 0:
         return []
     hd, wd = depth.shape
@@ -320,30 +434,66 @@ def lift_boxes(
     sampled = (mv[:, :, None] & mu[:, None, :]) & inside[:, None, None]
     with np.errstate(invalid="ignore"):
         valid = sampled & (z >= p.min_depth) & (z <= p.max_depth)
+    validf = valid.astype(np.float32)
 
-    # Inner region (the box shrunk by `shrink` per side) and each sample's offset from the box
-    # centre, in box sizes.
+    # Ray coordinates of the samples: separable for a pinhole, per sample through the camera's
+    # undistortion map for an unrectified image.
+    if cam.has_distortion:
+        map_x, map_y = cam.ray_maps()
+        xn = map_x[iv[:, :, None], iu[:, None, :]]  # (N, g, g)
+        yn = map_y[iv[:, :, None], iu[:, None, :]]
+    else:
+        xn = ((uu - 0.5 - cam.cx) / cam.fx).astype(np.float32)[:, None, :]  # (N, 1, g)
+        yn = ((vv - 0.5 - cam.cy) / cam.fy).astype(np.float32)[:, :, None]  # (N, g, 1)
+
+    # Each sample's offset from the box centre, in box sizes, and its weight for choosing the
+    # depth: 0 at the box edge rising to 1 at 2 * shrink inside.
     tu = (j[None, :] + 0.5) / nu[:, None] - 0.5  # (N, g)
     tv = (j[None, :] + 0.5) / nv[:, None] - 0.5
-    in_u = np.abs(tu) <= 0.5 - p.shrink
-    in_v = np.abs(tv) <= 0.5 - p.shrink
-    inner = (in_v[:, :, None] & in_u[:, None, :] & valid).astype(np.float32)
+    ramp = max(2.0 * p.shrink, 1e-6)
+    wu = np.clip((0.5 - np.abs(tu)) / ramp, 0.0, 1.0).astype(np.float32)
+    wv = np.clip((0.5 - np.abs(tv)) / ramp, 0.0, 1.0).astype(np.float32)
+    centre_w = wv[:, :, None] * wu[:, None, :] * validf  # (N, g, g)
 
-    # Log-depth histograms: of the inner samples (count and summed offsets, to pick the mode) and
-    # of the whole box (for the band).
+    # Support / background plane of the border region (see the module docstring).
+    keep_w = validf
+    if p.reject_planes:
+        border_w = validf - centre_w
+        resid, fit_ok = _border_plane(z, xn, yn, valid, border_w, p.plane_tolerance)
+        tol = p.plane_tolerance
+        with np.errstate(invalid="ignore"):
+            on_plane = np.where(valid, 1.0 - _ramp(np.abs(resid), tol, 2.0 * tol), 0.0)
+            in_front = np.where(valid, _ramp(-resid, 2.0 * tol, 3.0 * tol), 0.0)
+        bsum = border_w.reshape(n_boxes, -1).sum(axis=1)
+        csum = centre_w.reshape(n_boxes, -1).sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            explained = (border_w * on_plane).reshape(n_boxes, -1).sum(axis=1) / bsum
+            front = (centre_w * in_front).reshape(n_boxes, -1).sum(axis=1) / csum
+        strength = np.where(
+            fit_ok & (bsum > 0) & (csum > 0),
+            _ramp(np.nan_to_num(explained), 0.4, 0.6) * _ramp(np.nan_to_num(front), 0.1, 0.25),
+            0.0,
+        )
+        keep_w = (validf * (1.0 - strength[:, None, None] * on_plane)).astype(np.float32)
+        centre_w = centre_w * keep_w
+
+    # Log-depth histograms: of the
+    # centre-weighted samples (weight and summed offsets, to pick the mode) and of the whole box
+    # (for the band).
     log_step = math.log1p(p.bin_width)
     n_bins = math.ceil(math.log(p.max_depth / p.min_depth) / log_step) + 1
-    zs = np.where(valid, z, p.min_depth)
-    bins = np.clip((np.log(zs / p.min_depth) / log_step).astype(np.intp), 0, n_bins - 1)
+    zs = np.where(valid, z, np.float32(p.min_depth))
+    bins = np.log(zs * np.float32(1.0 / p.min_depth)) * np.float32(1.0 / log_step)
+    bins = np.clip(bins.astype(np.intp), 0, n_bins - 1)
     flat = (np.arange(n_boxes)[:, None, None] * n_bins + bins).ravel()
     size = n_boxes * n_bins
     # One bincount for the four histograms: offset the bin index of each by `size`.
     weights = np.stack(
         [
-            inner,
-            inner * tu[:, None, :].astype(np.float32),
-            inner * tv[:, :, None].astype(np.float32),
-            valid.astype(np.float32),
+            centre_w,
+            centre_w * tu[:, None, :].astype(np.float32),
+            centre_w * tv[:, :, None].astype(np.float32),
+            keep_w,
         ]
     ).reshape(4, -1)
     flat4 = (flat[None, :] + (np.arange(4) * size)[:, None]).ravel()
@@ -362,7 +512,11 @@ def lift_boxes(
     has_mode = top[:, 0] > 0
     mode = np.where(centred.any(axis=1), np.argmax(centred, axis=1), np.argmax(hist_i, axis=1))
     rows = np.arange(n_boxes)
-    z_mode_bin = p.min_depth * np.exp((mode + 0.5) * log_step)
+    # Sub-bin position of the mode (parabola through the peak and its neighbours).
+    hm, hl, hr = hist_i[rows, mode], left[rows, mode], right[rows, mode]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shift = np.clip(np.nan_to_num(0.5 * (hl - hr) / (hl - 2 * hm + hr)), -0.5, 0.5)
+    z_mode_bin = p.min_depth * np.exp((mode + 0.5 + shift) * log_step)
 
     # Adaptive band around the mode, capped by the box's lateral size at that depth.
     low = hist_c < (p.band_threshold * hist_c[rows, mode])[:, None]
@@ -376,42 +530,73 @@ def lift_boxes(
         cap_hi = np.floor(np.log((z_mode_bin + cap) / p.min_depth) / log_step)
     band_lo = np.maximum(below, cap_lo).astype(np.intp)
     band_hi = np.minimum(above, cap_hi).astype(np.intp)
-    kept = valid & (bins >= band_lo[:, None, None]) & (bins <= band_hi[:, None, None])
-    kept &= has_mode[:, None, None]
+    in_band = valid & (bins >= band_lo[:, None, None]) & (bins <= band_hi[:, None, None])
+    in_band &= has_mode[:, None, None]
+    weight = np.where(in_band, keep_w, 0.0).astype(np.float32)  # the object's samples
+    kept = weight > 0.5
 
     n_valid = valid.reshape(n_boxes, -1).sum(axis=1)
     n_kept = kept.reshape(n_boxes, -1).sum(axis=1)
     n_sampled = sampled.reshape(n_boxes, -1).sum(axis=1)
 
-    # Back-project the samples (pixel-centre coordinates) and take robust statistics.
-    zf = z  # float32 is ample for millimetre statistics and halves the memory traffic
-    x = ((uu - 0.5 - cam.cx) / cam.fx).astype(np.float32)[:, None, :] * zf
-    y = ((vv - 0.5 - cam.cy) / cam.fy).astype(np.float32)[:, :, None] * zf
-    flat_kept = kept.reshape(n_boxes, -1)
-    x_lo, x_hi = _lateral_extent(np.swapaxes(x, 1, 2), np.swapaxes(kept, 1, 2), p.edge_fraction)
-    y_lo, y_hi = _lateral_extent(y, kept, p.edge_fraction)
-    z_lo, z_hi = _row_quantiles(zf.reshape(n_boxes, -1), flat_kept, n_kept, (0.02, 0.98))
+    # Back-project the samples and take weighted robust statistics.
+    # float32 is ample for millimetre statistics; invalid samples (weight 0) read 0, not NaN
+    zf = np.where(valid, z, np.float32(0.0))
+    # Lateral extents from the marginal distributions over grid columns (x) and rows (y): each
+    # column holds the weighted mean x of its samples and stands for a cell of the box.
+    wz = weight * zf
+    col_w = weight.sum(axis=1)  # (N, g)
+    row_w = weight.sum(axis=2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        col_z = wz.sum(axis=1) / col_w
+        row_z = wz.sum(axis=2) / row_w
+        if xn.shape[1] == 1:  # pinhole: one ray coordinate per column (row)
+            col_x = col_z * xn[:, 0, :]
+            row_y = row_z * yn[:, :, 0]
+        else:
+            col_x = (wz * xn).sum(axis=1) / col_w
+            row_y = (wz * yn).sum(axis=2) / row_w
+    col_x = np.where(col_w > 0, col_x, 0.0)
+    row_y = np.where(row_w > 0, row_y, 0.0)
+    cell_u = np.where(col_w > 0, (su / cam.fx)[:, None] * col_z, 0.0)
+    cell_v = np.where(row_w > 0, (sv / cam.fy)[:, None] * row_z, 0.0)
+    x_lo, x_hi = _cell_quantiles(col_x, cell_u, col_w, (0.02, 0.98))
+    y_lo, y_hi = _cell_quantiles(row_y, cell_v, row_w, (0.02, 0.98))
+    z_lo, z_hi = _row_quantiles(
+        zf.reshape(n_boxes, -1), kept.reshape(n_boxes, -1), n_kept, (0.02, 0.98)
+    )
+    w_sum = col_w.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        x_mean = (col_x * col_w).sum(axis=1) / w_sum
+        y_mean = (row_y * row_w).sum(axis=1) / w_sum
 
     # Depth noise from neighbouring samples (slope-free along at least one axis of a plane).
     mad = np.minimum(_median_abs_diff(zf, kept, 1), _median_abs_diff(zf, kept, 2))
     sigma = np.where(np.isfinite(mad), mad / (0.6744898 * math.sqrt(2.0)), 0.0)
 
-    # Surface depth: mean around the mode (+-1.5 bins or 2.5 sigma), or the noise-corrected 2nd
-    # percentile when a receding surface puts its near edge well in front of the mode.
+    # Surface depth: weighted mean around the mode (+-1.5 bins or 2.5 sigma), or the
+    # noise-corrected 2nd percentile when a receding surface puts its near edge well in front.
     half = np.maximum(1.5 * p.bin_width * z_mode_bin, 2.5 * sigma)
-    near_mode = kept & (np.abs(zf - z_mode_bin[:, None, None]) <= half[:, None, None])
+    near_mode = np.where(np.abs(zf - z_mode_bin[:, None, None]) <= half[:, None, None], weight, 0)
     cnt_mode = near_mode.reshape(n_boxes, -1).sum(axis=1)
-    sum_mode = np.where(near_mode, zf, 0.0).reshape(n_boxes, -1).sum(axis=1)
-    z_mode = np.where(cnt_mode > 0, sum_mode / np.maximum(cnt_mode, 1), z_mode_bin)
+    sum_mode = (near_mode * np.where(near_mode > 0, zf, 0.0)).reshape(n_boxes, -1).sum(axis=1)
+    z_mode = np.where(cnt_mode > 0, sum_mode / np.maximum(cnt_mode, 1e-9), z_mode_bin)
     z_front = np.minimum(z_mode, z_lo + _Z98 * sigma)
     visible_dz = np.maximum(0.0, (z_hi - z_lo) - 2.0 * _Z98 * sigma) / 0.96
 
-    # Lateral extents: first to last object column (row), plus the cell each sample stands for.
-    dx = (x_hi - x_lo) + su * z_front / cam.fx
-    dy = (y_hi - y_lo) + sv * z_front / cam.fy
+    # Lateral extents: the trimmed quantile range widened for the trimmed tails.
+    dx = (x_hi - x_lo) / 0.96
+    dy = (y_hi - y_lo) / 0.96
     dz = visible_dz
     if p.depth_extent == "box":
-        dz = np.maximum(visible_dz, np.minimum(dx, dy))
+        prior = np.minimum(dx, dy)
+        for i, label in enumerate(labels or ()):
+            known = depth_prior(label)
+            if known == "width":
+                prior[i] = dx[i]
+            elif known is not None:
+                prior[i] = float(known)
+        dz = np.maximum(visible_dz, prior)
     dx, dy, dz = (np.maximum(d, p.min_size) for d in (dx, dy, dz))
     cx3 = 0.5 * (x_lo + x_hi)
     cy3 = 0.5 * (y_lo + y_hi)
@@ -446,6 +631,7 @@ def lift_boxes(
                     fill,
                     "",
                     float(z_front[i]),
+                    (float(x_mean[i]), float(y_mean[i]), float(z_front[i])),
                 )
             )
     return results
