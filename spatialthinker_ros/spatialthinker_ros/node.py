@@ -7,20 +7,26 @@ When a result comes back (on the engine's thread) the node lifts the boxes to
 3D, publishes, and releases whoever waits: a service call, an action goal,
 the ~/question topic or the continuous-mode timer.
 
-Threading: one MultiThreadedExecutor. Inputs and timers sit in their own
-mutually exclusive groups and never block. Services and action goals wait for
-their answer in a reentrant group; the executor has one thread more than the
-most requests that can be waiting at once (queue + running batch), so a
-waiting call never starves inputs, timers or other calls. (Awaiting a future
-in an rclpy coroutine instead would make the executor spin hot while it waits.)
+Threading: one MultiThreadedExecutor with a few threads. Inputs and timers sit
+in their own mutually exclusive groups and never block. A service call or an
+action goal is a coroutine that awaits its request (PendingRequest): waiting
+holds no executor thread, so any number of callers wait at once without
+starving /diagnostics, lifecycle services or each other. rclpy resumes waiting
+coroutines whenever the executor wakes, and the engine's done callback wakes it
+(Executor.wake) once the outcome is in. One watch timer, running only while
+calls wait, publishes action feedback, passes on client cancels and fails calls
+past their deadline. The call interfaces have deep request histories, so a
+burst of calls arriving at once is not overwritten before the executor takes
+them (the default depth of 10 silently lost most of 34 simultaneous calls).
 """
 
 from __future__ import annotations
 
 import itertools
+import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +44,7 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import (
+    QoSDurabilityPolicy,
     QoSHistoryPolicy,
     QoSProfile,
     QoSReliabilityPolicy,
@@ -71,7 +78,14 @@ from spatialthinker_ros.frame_buffer import (
 )
 from spatialthinker_ros.lifting import LiftParams, lift_boxes
 from spatialthinker_ros.markers import scene_graph_markers
-from spatialthinker_ros.parameters import PARAMETERS, PARAMETERS_BY_NAME, split_options, validate
+from spatialthinker_ros.model_frame import native_frame_warning
+from spatialthinker_ros.parameters import (
+    MAX_TIMEOUT_S,
+    PARAMETERS,
+    PARAMETERS_BY_NAME,
+    split_options,
+    validate_all,
+)
 from spatialthinker_ros.relation_check import ContradictionCounter, verify_relations
 from spatialthinker_ros.ros_conversions import answer_message, bounded, scene_graph_message
 
@@ -81,7 +95,16 @@ MAX_OPTIONS = 26
 # failing it itself (the engine fails queued requests at the deadline).
 DEADLINE_GRACE_S = 2.0
 # Longest deadline a request may ask for (an hour: far beyond any answer's seconds).
-MAX_REQUEST_TIMEOUT_S = 3600.0
+MAX_REQUEST_TIMEOUT_S = MAX_TIMEOUT_S
+# History depth of the query service and action interfaces (requests and replies). Calls beyond
+# max_queue_size are refused at once, so this only has to hold what arrives between two takes
+# of the executor: 34 planners calling at the same moment lost 23 calls at the default 10.
+CALL_QOS_DEPTH = 1000
+# Executor threads: waiting calls hold none (they are coroutines), so a few serve inputs,
+# timers, diagnostics, lifecycle and parameter services and the starting of requests.
+EXECUTOR_THREADS = 6
+# How often the watch timer looks at waiting calls (feedback, client cancels, deadlines).
+WATCH_PERIOD_S = 0.1
 
 
 def _never_called(_message: Any) -> None:
@@ -129,7 +152,15 @@ class PendingRequest:
     answer: SpatialAnswer | None = None
     failure: str | None = None
     done: threading.Event = field(default_factory=threading.Event)
+    # Called (on whichever thread resolves) once the outcome is in: wakes the executor so
+    # that the coroutine awaiting this request resumes at once.
+    wake: Callable[[], None] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __await__(self) -> Generator[None, None, None]:
+        """Await the outcome in an executor coroutine without holding a thread."""
+        while not self.done.is_set():
+            yield
 
     def release(self) -> None:
         """Drop the frames (megabytes) once the request has ended and been published."""
@@ -144,7 +175,9 @@ class PendingRequest:
                 return False
             self.answer, self.failure = answer, failure
             self.done.set()
-            return True
+        if self.wake is not None:
+            self.wake()
+        return True
 
 
 def _descriptor(name: str) -> ParameterDescriptor:
@@ -152,9 +185,49 @@ def _descriptor(name: str) -> ParameterDescriptor:
     text = spec.description
     if spec.choices:
         text += f" Choices: {', '.join(spec.choices)}."
+    if spec.range_text():
+        text += f" {spec.range_text()}"
     if spec.read_only:
         text += " Applied on configure."
     return ParameterDescriptor(description=text)
+
+
+# The query interfaces' QoS: reliable, volatile, and deep (see CALL_QOS_DEPTH).
+CALL_QOS = QoSProfile(
+    history=QoSHistoryPolicy.KEEP_LAST,
+    depth=CALL_QOS_DEPTH,
+    reliability=QoSReliabilityPolicy.RELIABLE,
+    durability=QoSDurabilityPolicy.VOLATILE,
+)
+
+
+@dataclass
+class _Waiting:
+    """A call whose coroutine awaits its request; the watch timer looks after it."""
+
+    pending: PendingRequest
+    goal_handle: Any = None  # action goals only
+    last_feedback: tuple[str, int] | None = None
+
+
+class _RateLimit:
+    """Token bucket: ``rate`` per second on average, bursts up to one second's worth."""
+
+    def __init__(self) -> None:
+        self._tokens = 0.0
+        self._last: float | None = None
+
+    def allow(self, rate: float, now: float) -> bool:
+        capacity = max(1.0, rate)
+        if self._last is None:
+            self._tokens = capacity
+        else:
+            self._tokens = min(capacity, self._tokens + (now - self._last) * rate)
+        self._last = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
 
 
 class SpatialThinkerNode(LifecycleNode):
@@ -179,6 +252,8 @@ class SpatialThinkerNode(LifecycleNode):
         self._contradictions = ContradictionCounter(60.0)
         self._active = False
         self._continuous_pending: PendingRequest | None = None
+        # Set once: 'native' states a size the model does not see (logged, in diagnostics).
+        self._frame_warning: str | None = None
 
         self._input_group = MutuallyExclusiveCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
@@ -189,11 +264,20 @@ class SpatialThinkerNode(LifecycleNode):
         self._polled_group = PolledCallbackGroup()
         self._drain_lock = threading.Lock()
         self._continuous_timer = None
+        # Calls awaiting their request, by request id (see _Waiting and _watch_waiting).
+        self._waiting: dict[str, _Waiting] = {}
+        self._waiting_lock = threading.Lock()
+        self._question_limit = _RateLimit()
+        self._questions_dropped = 0
 
         # Query interfaces exist in every lifecycle state, so a caller always
         # gets an answer: "inactive" is a reason, not silence.
         self.create_service(
-            Query, "~/query", self._on_query_service, callback_group=self._request_group
+            Query,
+            "~/query",
+            self._on_query_service,
+            qos_profile=CALL_QOS,
+            callback_group=self._request_group,
         )
         self._action_server = ActionServer(
             self,
@@ -203,10 +287,18 @@ class SpatialThinkerNode(LifecycleNode):
             goal_callback=lambda _goal: GoalResponse.ACCEPT,
             cancel_callback=lambda _goal: CancelResponse.ACCEPT,
             callback_group=self._request_group,
+            goal_service_qos_profile=CALL_QOS,
+            result_service_qos_profile=CALL_QOS,
+            cancel_service_qos_profile=CALL_QOS,
+            feedback_pub_qos_profile=QoSProfile(depth=100),
             # Finished goals' results are kept for late get_result calls; rclpy's
             # default (15 min) would hold every answer of a busy robot in memory.
             result_timeout=60,
         )
+        self._watch_timer = self.create_timer(
+            WATCH_PERIOD_S, self._watch_waiting, callback_group=MutuallyExclusiveCallbackGroup()
+        )
+        self._watch_timer.cancel()  # runs only while calls wait
         self.create_subscription(
             String, "~/question", self._on_question, 10, callback_group=self._input_group
         )
@@ -215,11 +307,11 @@ class SpatialThinkerNode(LifecycleNode):
         self._markers_pub = self.create_publisher(MarkerArray, "~/markers", 10)
         self._debug_pub = self.create_publisher(Image, "~/debug_image", 2)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_timer(
-            self._param("diagnostics_period"),
-            self._publish_diagnostics,
-            callback_group=self._diagnostics_group,
-        )
+        period = self._param("diagnostics_period")
+        if validate_all({"diagnostics_period": period}):
+            # A NaN or zero period would kill the node here; configure refuses it with why.
+            period = PARAMETERS_BY_NAME["diagnostics_period"].default
+        self.create_timer(period, self._publish_diagnostics, callback_group=self._diagnostics_group)
 
     # ------------------------------------------------------------------ helpers
 
@@ -229,13 +321,18 @@ class SpatialThinkerNode(LifecycleNode):
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
-    @property
-    def executor_threads(self) -> int:
-        """Threads the executor needs so that waiting calls never starve the rest."""
-        return int(self._param("max_queue_size")) + int(self._param("max_batch_size")) + 4
+    def _wake_executor(self) -> None:
+        """Make the executor resume the coroutines that await requests (any thread)."""
+        executor = self.executor
+        if executor is not None:
+            executor.wake()
+
+    def _parameter_values(self) -> dict[str, Any]:
+        return {spec.name: self._param(spec.name) for spec in PARAMETERS}
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         configured = self._engine is not None
+        proposed = self._parameter_values()
         for param in params:
             spec = PARAMETERS_BY_NAME.get(param.name)
             if spec is None:
@@ -246,25 +343,33 @@ class SpatialThinkerNode(LifecycleNode):
                     reason=f"{param.name} is applied on configure: deactivate and clean up the"
                     " node, set it, then configure again",
                 )
-            reason = validate(param.name, param.value)
-            if reason:
-                return SetParametersResult(successful=False, reason=reason)
+            proposed[param.name] = param.value
+        # The whole set, so that a pair (min_depth < max_depth) is checked as it would be.
+        reason = validate_all(proposed)
+        if reason:
+            return SetParametersResult(successful=False, reason=reason)
         return SetParametersResult(successful=True)
 
     def _after_set_parameters(self, params: list[Parameter]) -> None:
         if self._active and any(p.name == "rate_hz" for p in params):
-            self._start_continuous()
+            try:
+                self._start_continuous()
+            except Exception as error:  # never out of a parameter callback: that kills the node
+                self._input_errors["continuous"] = f"continuous mode not started: {error}"
+                self.get_logger().error(f"continuous mode not started: {error}")
 
     # ---------------------------------------------------------------- lifecycle
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         backend_name = self._param("backend")
         model = self._param("model")
-        for spec in PARAMETERS:
-            reason = validate(spec.name, self._param(spec.name))
-            if reason:
-                self.get_logger().error(f"cannot configure: {reason}")
-                return TransitionCallbackReturn.FAILURE
+        reason = validate_all(self._parameter_values())
+        if reason:
+            self._backend_state = f"configure failed: {reason}"
+            self.get_logger().error(f"cannot configure: {reason}")
+            return TransitionCallbackReturn.FAILURE
+        # A retry after a failed transition must not leave an engine (and a model) behind.
+        self._shutdown_engine("node configured again")
         self.get_logger().info(f"loading backend '{backend_name}' with model '{model}'")
         self._backend_state = "loading"
         config = EngineConfig(
@@ -276,11 +381,14 @@ class SpatialThinkerNode(LifecycleNode):
             max_pixels=int(self._param("max_pixels")),
             generation=GenerationSettings(max_new_tokens=int(self._param("max_new_tokens"))),
         )
+        engine = None
         try:
             backend = create_backend(backend_name, **self._backend_options(backend_name))
             engine = InferenceEngine(backend, config)
             engine.start()
         except Exception as error:  # any load failure is a reason, not a crash
+            if engine is not None:
+                engine.shutdown("load failed")
             reason = getattr(error, "reason", None) or str(error)
             self._backend_state = f"load failed: {reason}"
             self.get_logger().error(f"cannot configure: {reason}")
@@ -494,6 +602,7 @@ class SpatialThinkerNode(LifecycleNode):
         except NoFrameError as error:
             raise RequestRejected(str(error)) from error
         header, rgb = self._convert_colour(selection.colour.message)
+        self._check_model_frame(rgb.shape[1], rgb.shape[0])
         request_id = f"{source}-{next(self._ids)}"
         now = time.monotonic()
         pending = PendingRequest(
@@ -531,6 +640,20 @@ class SpatialThinkerNode(LifecycleNode):
         if not header.frame_id and self._param("frame_id"):
             header.frame_id = self._param("frame_id")
         return header, rgb
+
+    def _check_model_frame(self, width: int, height: int) -> None:
+        """Warn once when coordinate_policy 'native' states a size the model does not see."""
+        if self._frame_warning is not None or self._param("coordinate_policy") != "native":
+            return
+        try:
+            warning = native_frame_warning(
+                width, height, int(self._param("min_pixels")), int(self._param("max_pixels"))
+            )
+        except ValueError:
+            return  # an image the processor refuses: the engine fails the request with why
+        if warning:
+            self._frame_warning = warning
+            self.get_logger().warning(warning)
 
     def _on_engine_done(self, pending: PendingRequest, future: Any) -> None:
         """Runs on the engine's thread when a request ends."""
@@ -888,6 +1011,9 @@ class SpatialThinkerNode(LifecycleNode):
                 text = f"{value:.3f}" if isinstance(value, float) else str(value)
                 values.append(KeyValue(key=str(key), value=bounded(text, 512)))
         values.append(KeyValue(key="backend state", value=bounded(backend_state, 512)))
+        frame_warning = self._frame_warning
+        if frame_warning:
+            values.append(KeyValue(key="model frame", value=bounded(frame_warning, 512)))
         # The model's claims the depth refuted: a quality signal, not a fault of the node.
         values.append(
             KeyValue(
@@ -915,6 +1041,9 @@ class SpatialThinkerNode(LifecycleNode):
                 DiagnosticStatus.ERROR,
                 bounded(f"backend {backend_state}", 512),
             )
+        if frame_warning and status.level == DiagnosticStatus.OK:
+            status.level = DiagnosticStatus.WARN
+            status.message = f"{status.message}; 'native' states a size the model does not see"
         return status
 
     def _hardware_id(self) -> str:
