@@ -156,9 +156,12 @@ class CameraIntrinsics:
     def from_camera_info(cls, msg: Any, *, use_projection: bool = False) -> CameraIntrinsics:
         """Read intrinsics from a ``sensor_msgs/CameraInfo``.
 
-        A region of interest and binning are applied as image_geometry applies them (binning with
-        the pixel-centre offset kept exact), so the result describes the image actually published
-        with this CameraInfo.
+        A region of interest and binning are applied, so the result describes the image actually
+        published with this CameraInfo. The region of interest shifts the principal point by its
+        offset, as in image_geometry. Binning differs from image_geometry on purpose: it divides
+        the principal point by the binning factor ``b`` (``cx / b``, which treats a pixel's
+        corner as its coordinate); we keep pixel centres exact, ``(cx + 0.5) / b - 0.5``, so
+        the two differ by ``(b - 1) / (2 b)`` pixel (a quarter pixel at ``b = 2``).
 
         Args:
             msg: The CameraInfo message.
