@@ -62,11 +62,24 @@ def camera_info_for(scene: SyntheticScene, frame_id: str) -> CameraInfo:
     return info
 
 
-def scripted_reply(scene: SyntheticScene) -> Callable[[dict], str]:
+# What the scripted model says about SCRIPTED_OBJECTS by default (true of the demo scene).
+SCRIPTED_RELATIONS = (
+    ("red_box.1", "in front of", "green_box.1"),
+    ("green_box.1", "left of", "white_pillar.1"),
+)
+SCRIPTED_THINK = "The red box is nearest, so it is in front of the green box."
+
+
+def scripted_reply(
+    scene: SyntheticScene,
+    relations: tuple[tuple[str, str, str], ...] = SCRIPTED_RELATIONS,
+    think: str = SCRIPTED_THINK,
+) -> Callable[[dict], str]:
     """A scripted model: answers in SpatialThinker format with boxes framing the objects.
 
     The boxes are written in the frame the prompt states (read from its
-    ``Image size: W x H`` line), as the real model does.
+    ``Image size: W x H`` line), as the real model does; ``relations`` and ``think`` are what
+    it claims about them.
     """
 
     def reply(body: dict[str, Any]) -> str:
@@ -84,15 +97,14 @@ def scripted_reply(scene: SyntheticScene) -> Callable[[dict], str]:
             x1, y1, x2, y2 = scene.objects[index].bbox
             box = [round(x1 * sx), round(y1 * sy), round(x2 * sx), round(y2 * sy)]
             objects.append(f'{{"id": "{object_id}", "bbox": {box}}}')
-        scene_json = (
-            '{"objects": [' + ", ".join(objects) + '], "relationships": ['
-            '{"subject": "red_box.1", "predicate": "in front of", "object": "green_box.1"},'
-            '{"subject": "green_box.1", "predicate": "left of", "object": "white_pillar.1"}]}'
+        claims = ", ".join(
+            f'{{"subject": "{s}", "predicate": "{p}", "object": "{o}"}}' for s, p, o in relations
         )
+        scene_json = '{"objects": [' + ", ".join(objects) + '], "relationships": [' + claims + "]}"
         return (
             "<observe> A red box close to the camera, a green box and a white pillar. </observe>\n"
             f"<scene>\n{scene_json}\n</scene>\n"
-            "<think> The red box is nearest, so it is in front of the green box. </think>\n"
+            f"<think> {think} </think>\n"
             "<answer> (A) in front </answer>"
         )
 
