@@ -126,7 +126,11 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "resize",
         "'resize': the node resizes each frame to the size the model's processor would use and"
         " states that size (boxes exact); 'native': state the camera size and let the processor"
-        " resize (the authors' evaluation setup).",
+        " resize within min_pixels..max_pixels. 'native' is the authors' evaluation setup only"
+        " while those bounds leave the frame alone (they used the checkpoint's 3136..12845056: a"
+        " 1920x1080 frame went in at 1932x1092; with the default max_pixels it goes in at"
+        " 1316x728); the node warns once, in the log and /diagnostics, when the size it states"
+        " is not the size the model sees.",
         choices=("resize", "native"),
         read_only=True,
     ),
