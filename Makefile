@@ -1,23 +1,38 @@
-# The README's two commands: `make test` and `make demo`. Both bring up .venv
-# from nothing when it is missing or out of date, and do nothing extra when
-# it is current. Nobody has to source anything: the environment ROS needs is
-# exported here.
+# The README's two commands: `make test` and `make demo`. Both bring up the
+# venv from nothing when it is missing or out of date, and do nothing extra
+# when it is current. Nobody has to source anything: the environment ROS needs
+# is exported here.
+#
+# ROS_DISTRO chooses the ROS 2 distribution: jazzy (the LTS, the default) or
+# kilted, e.g. `make test ROS_DISTRO=kilted`. Each has its own venv and its own
+# CMake build directory: the two wheel sets share distribution names (one venv
+# cannot hold both) and a CMake cache stores the venv's absolute paths.
 
 SHELL := /bin/bash
 ROOT := $(abspath .)
-VENV := $(ROOT)/.venv
-PY := $(VENV)/bin/python
 PYTHON ?= python3
+ROS_DISTROS := jazzy kilted
+ROS_DISTRO ?= jazzy
+ifeq ($(filter $(ROS_DISTRO),$(ROS_DISTROS)),)
+$(error ROS_DISTRO=$(ROS_DISTRO) is not supported: use one of $(ROS_DISTROS))
+endif
+VENV := $(ROOT)/.venv-$(ROS_DISTRO)
+PY := $(VENV)/bin/python
+BUILD := $(ROOT)/build/$(ROS_DISTRO)
 
-REQUIREMENTS := requirements/ros.txt requirements/ml.txt requirements/dev.txt
+REQUIREMENTS := requirements/ros-$(ROS_DISTRO).txt requirements/ml.txt requirements/dev.txt
 MSG_SOURCES := $(sort $(wildcard spatialthinker_msgs/msg/*.msg spatialthinker_msgs/srv/*.srv \
 	spatialthinker_msgs/action/*.action)) spatialthinker_msgs/CMakeLists.txt \
 	spatialthinker_msgs/package.xml tools/build_msgs.sh tools/cmake/wheel_env_fixups.cmake
+PKG_SOURCES := spatialthinker_ros/setup.py spatialthinker_ros/setup.cfg tools/ament_register.py
+# The share files are linked, not copied: their names matter here, not their content.
+SHARE_FILES := $(sort $(wildcard spatialthinker_ros/package.xml spatialthinker_ros/resource/* \
+	spatialthinker_ros/launch/* spatialthinker_ros/config/*))
 # Stamps keyed on content, not timestamps: a fresh clone or a checkout that
 # changes nothing pinned reuses the venv as it is.
 REQ_HASH := $(shell cat $(REQUIREMENTS) | sha256sum | cut -c1-16)
 MSG_HASH := $(shell cat $(MSG_SOURCES) | sha256sum | cut -c1-16)
-PKG_HASH := $(shell cat spatialthinker_ros/setup.py spatialthinker_ros/setup.cfg | sha256sum | cut -c1-16)
+PKG_HASH := $(shell { cat $(PKG_SOURCES); echo $(SHARE_FILES); } | sha256sum | cut -c1-16)
 REQ_STAMP := $(VENV)/.stamp-requirements-$(REQ_HASH)
 MSG_STAMP := $(VENV)/.stamp-msgs-$(MSG_HASH)-$(REQ_HASH)
 PKG_STAMP := $(VENV)/.stamp-package-$(PKG_HASH)-$(REQ_HASH)
@@ -25,6 +40,7 @@ PKG_STAMP := $(VENV)/.stamp-package-$(PKG_HASH)-$(REQ_HASH)
 # The ROS wheels install a normal ROS prefix into the venv; ament_index
 # lookups need it named. Discovery stays on this machine, and every run of
 # `make test` gets its own domain so parallel runs never see each other.
+export ROS_DISTRO
 export AMENT_PREFIX_PATH := $(VENV)
 export PATH := $(VENV)/bin:$(PATH)
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
@@ -35,14 +51,15 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 .DEFAULT_GOAL := help
 
 help:
-	@echo "make test   - bootstrap .venv if needed, then lint + the whole test suite"
-	@echo "make demo   - bootstrap .venv if needed, then run the node end to end (MODEL=... to choose)"
+	@echo "make test   - bootstrap .venv-$(ROS_DISTRO) if needed, then lint + the whole test suite"
+	@echo "make demo   - bootstrap .venv-$(ROS_DISTRO) if needed, then run the node end to end (MODEL=... to choose)"
 	@echo "make format - apply ruff formatting"
+	@echo "ROS_DISTRO=jazzy (default, the LTS) or ROS_DISTRO=kilted, e.g. make test ROS_DISTRO=kilted"
 
 venv: $(PKG_STAMP)
 
 $(REQ_STAMP): $(REQUIREMENTS)
-	@echo "==> bootstrapping $(VENV) (ROS 2 Kilted wheels, torch, transformers)"
+	@echo "==> bootstrapping $(VENV) (ROS 2 $(ROS_DISTRO) wheels, torch, transformers)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@rm -f $(VENV)/.stamp-*
 	@# (Filtered: this machine's pip config names local mirrors that may be absent.)
@@ -53,13 +70,17 @@ $(REQ_STAMP): $(REQUIREMENTS)
 $(MSG_STAMP): $(REQ_STAMP) $(MSG_SOURCES)
 	@echo "==> building spatialthinker_msgs into $(VENV)"
 	@rm -f $(VENV)/.stamp-msgs-*
-	VENV=$(VENV) bash tools/build_msgs.sh
+	VENV=$(VENV) BUILD_DIR=$(BUILD)/spatialthinker_msgs bash tools/build_msgs.sh
 	@touch $@
 
-$(PKG_STAMP): $(MSG_STAMP) spatialthinker_ros/setup.py spatialthinker_ros/setup.cfg
-	@echo "==> installing spatialthinker_ros (editable)"
+# pip's editable install leaves out setup.py's data_files (ament index marker,
+# package.xml, launch/, config/); ament_register.py links them in as
+# `colcon build --symlink-install` would, so the venv's ament index finds the package.
+$(PKG_STAMP): $(MSG_STAMP) $(PKG_SOURCES)
+	@echo "==> installing spatialthinker_ros (editable) and registering it in the ament index"
 	@rm -f $(VENV)/.stamp-package-*
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e spatialthinker_ros
+	$(PY) tools/ament_register.py --prefix $(VENV) spatialthinker_ros
 	@touch $@
 
 lint: venv
@@ -78,4 +99,4 @@ demo: venv
 	$(PY) tools/demo.py $(if $(MODEL),--model "$(MODEL)")
 
 clean:
-	rm -rf build $(VENV)
+	rm -rf $(BUILD) $(VENV)

@@ -4,8 +4,23 @@
 # unchanged); the wheel-environment workaround is injected from here.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-venv=${VENV:-$root/.venv}
-build=$root/build/spatialthinker_msgs
+venv=$(cd "${VENV:-$root/.venv-jazzy}" && pwd)
+# One CMake build directory per distribution (the Makefile passes BUILD_DIR);
+# the distribution is read from the venv's rclpy wheel when it is not given.
+if [ -z "${BUILD_DIR:-}" ]; then
+  distro=kilted
+  if compgen -G "$venv/lib/python3*/site-packages/ros_jazzy_rclpy-*.dist-info" >/dev/null; then
+    distro=jazzy
+  fi
+  BUILD_DIR=$root/build/$distro/spatialthinker_msgs
+fi
+build=$BUILD_DIR
+# A CMake cache stores the absolute paths of the venv it was made for: one made
+# for another venv (of the same distribution) is dropped, never reused.
+if [ -f "$build/CMakeCache.txt" ] \
+  && ! grep -qxF "CMAKE_INSTALL_PREFIX:PATH=$venv" "$build/CMakeCache.txt"; then
+  rm -rf "$build"
+fi
 mkdir -p "$build"
 export PATH="$venv/bin:$PATH"
 export CMAKE_PREFIX_PATH="$venv"
