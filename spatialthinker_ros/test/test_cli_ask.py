@@ -78,9 +78,16 @@ def test_ask_lifts_the_scripted_boxes_to_the_true_3d_positions(
         )
         assert item["distance"] == pytest.approx(np.linalg.norm(item["center"]), abs=1e-3)
     assert by_id["red_box.1"]["center"][2] < by_id["green_box.1"]["center"][2]
-    assert {"subject": "red_box.1", "predicate": "in front of", "object": "green_box.1"} in data[
-        "relations"
-    ]
+    # Relations carry the depth check's verdict and evidence, as the node publishes them.
+    front, left = data["relations"]
+    assert (front["subject"], front["predicate"], front["object"]) == (
+        "red_box.1",
+        "in front of",
+        "green_box.1",
+    )
+    assert (front["verdict"], left["verdict"]) == ("consistent", "consistent")
+    assert front["evidence"].startswith("red_box.1's front is 0.8")
+    assert data["relations_contradicted"] == 0
 
 
 def test_ask_without_depth_is_2d_only(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:

@@ -150,6 +150,9 @@ def test_replay_lifts_to_3d_keeps_going_past_a_bad_frame(
         red = next(o for o in record["objects"] if o["id"] == "red_box.1")
         assert red["has_3d"]
         assert red["center"][2] == pytest.approx(scene.objects[0].center[2], abs=0.06)
+        # The scripted claims are true of the scene: the depth check confirms them.
+        assert [r["verdict"] for r in record["relations"]] == ["consistent", "consistent"]
+        assert record["relations_contradicted"] == 0
     assert not list((tmp_path / "out").glob("*.png"))
 
 
