@@ -219,6 +219,8 @@ class Camera:
 
 def answer_to_dict(answer: Any) -> dict[str, Any]:
     """``SpatialAnswer`` as JSON-ready data (the layout of ``spatialthinker ask``)."""
+    from spatialthinker_ros.relation_check import verdict_name
+
     objects = []
     for o in answer.scene_graph.objects:
         item: dict[str, Any] = {
@@ -256,9 +258,16 @@ def answer_to_dict(answer: Any) -> dict[str, Any]:
         "reasoning": answer.reasoning,
         "objects": objects,
         "relations": [
-            {"subject": r.subject, "predicate": r.predicate, "object": r.object}
+            {
+                "subject": r.subject,
+                "predicate": r.predicate,
+                "object": r.object,
+                "verdict": verdict_name(r.verdict),
+                "evidence": r.evidence,
+            }
             for r in answer.scene_graph.relations
         ],
+        "relations_contradicted": int(answer.relations_contradicted),
         "strict_format": bool(answer.strict_format),
         "warnings": list(answer.warnings),
         "raw_output": answer.raw_output,
@@ -290,7 +299,9 @@ def print_answer(data: dict[str, Any]) -> None:
             where = f"no 3D: {o.get('no_3d_reason') or 'unknown'}"
         lines.append(f"  {o['id']:<20} box [{box}]  {where}")
     for r in data["relations"]:
-        lines.append(f"  {r['subject']} {r['predicate']} {r['object']}")
+        lines.append(f"  {r['subject']} {r['predicate']} {r['object']}: {r['verdict']}")
+        if r["evidence"]:
+            lines.append(f"      {r['evidence']}")
     if data["warnings"]:
         lines.append(f"Warnings: {'; '.join(data['warnings'][:5])}")
     lines.append("=" * 72)

@@ -53,6 +53,7 @@ __all__ = [
     "check_relation",
     "depth_sigma",
     "normalise_predicate",
+    "verdict_name",
     "verify_relations",
 ]
 
@@ -79,6 +80,15 @@ class Verdict(IntEnum):
     UNKNOWN = 0
     CONSISTENT = 1
     CONTRADICTED = 2
+
+
+def verdict_name(value: int) -> str:
+    """``"consistent"``, ``"contradicted"`` or ``"unknown"`` (also for values not defined here),
+    as JSON outputs spell a verdict."""
+    try:
+        return Verdict(value).name.lower()
+    except ValueError:
+        return Verdict.UNKNOWN.name.lower()
 
 
 @dataclass(frozen=True)

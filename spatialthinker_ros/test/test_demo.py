@@ -83,6 +83,10 @@ def test_demo_prints_the_scene_graph_with_3d_positions(tmp_path: Path) -> None:
     assert red["has_3d"]
     assert np.linalg.norm(np.array(red["center"]) - scene.objects[0].center) < 0.06
     assert "red_box.1" in done.stdout and "m away" in done.stdout
+    # The node's depth check reaches the demo's JSON and summary.
+    assert [r["verdict"] for r in data["relations"]] == ["consistent", "consistent"]
+    assert data["relations_contradicted"] == 0
+    assert "red_box.1 in front of green_box.1: consistent" in done.stdout
     # The sample's colour frame, annotated (not a blank or resized image).
     annotated = cv2.cvtColor(cv2.imread(str(tmp_path / "annotated.png")), cv2.COLOR_BGR2RGB)
     original = cv2.cvtColor(cv2.imread(str(SAMPLE_DIR / "color_000.png")), cv2.COLOR_BGR2RGB)
