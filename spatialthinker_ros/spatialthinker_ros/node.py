@@ -60,7 +60,12 @@ from spatialthinker_msgs.srv import Query
 from spatialthinker_ros import images
 from spatialthinker_ros.annotate import draw_annotations
 from spatialthinker_ros.backends import GenerationSettings, create_backend
-from spatialthinker_ros.camera import CameraIntrinsics, aspect_mismatch, depth_to_metres
+from spatialthinker_ros.camera import (
+    CameraIntrinsics,
+    aspect_mismatch,
+    depth_range_warning,
+    depth_to_metres,
+)
 from spatialthinker_ros.engine import (
     EngineConfig,
     EngineResult,
@@ -708,7 +713,8 @@ class SpatialThinkerNode(LifecycleNode):
         warnings: list[str] = []
         boxes = [obj.bbox for obj in result.result.objects]
         if pending.selection.depth is not None and boxes:
-            lifted, reason = self._lift(pending, boxes)
+            labels = [obj.id for obj in result.result.objects]
+            lifted, reason = self._lift(pending, boxes, labels, warnings)
             if lifted is None:
                 warnings.append(f"no 3D: {reason}")
             else:
@@ -737,13 +743,17 @@ class SpatialThinkerNode(LifecycleNode):
         ]
         return answer, distances
 
-    def _lift(self, pending: PendingRequest, boxes: list) -> tuple[list | None, str]:
+    def _lift(
+        self, pending: PendingRequest, boxes: list, labels: list[str], warnings: list[str]
+    ) -> tuple[list | None, str]:
         info = self._camera_info
         if info is None:
             return None, "no camera_info received on 'camera_info'"
         height, width = pending.rgb.shape[:2]
         try:
-            intrinsics = CameraIntrinsics.from_camera_info(info)
+            intrinsics = CameraIntrinsics.from_camera_info(
+                info, use_projection=bool(self._param("camera.rectified"))
+            )
         except ValueError as error:
             self._input_errors["camera_info"] = f"camera_info unusable: {error}"
             return None, f"camera_info unusable: {error}"
@@ -762,7 +772,9 @@ class SpatialThinkerNode(LifecycleNode):
             intrinsics = intrinsics.scaled(width, height)
         try:
             depth_msg = deserialize_message(pending.selection.depth.message, Image)
-            depth_m = depth_to_metres(images.image_to_numpy(depth_msg), depth_msg.encoding)
+            # depth.scale is the unit of 16-bit depth only; 32FC1 is metres.
+            scale = float(self._param("depth.scale")) if depth_msg.encoding != "32FC1" else None
+            depth_m = depth_to_metres(images.image_to_numpy(depth_msg), depth_msg.encoding, scale)
         except Exception as error:
             reason = f"depth frame unusable: {error}"
             self._input_errors["depth"] = reason
@@ -777,7 +789,7 @@ class SpatialThinkerNode(LifecycleNode):
         )
         try:
             lifted = lift_boxes(
-                boxes, depth_m, intrinsics, image_size=(width, height), params=params
+                boxes, depth_m, intrinsics, image_size=(width, height), params=params, labels=labels
             )
         except ValueError as error:
             return None, str(error)
@@ -810,6 +822,14 @@ class SpatialThinkerNode(LifecycleNode):
                 handle.cancel()
             budget = pending.deadline - pending.started
             self._fail(pending, f"deadline passed: no answer within {budget:g} s")
+        units = depth_range_warning(
+            depth_m, self._param("depth.min_depth"), self._param("depth.max_depth"), scale
+        )
+        if units:  # in the answer and in /diagnostics, until a plausible frame comes
+            warnings.append(units)
+            self._input_errors["depth_units"] = units
+        else:
+            self._input_errors.pop("depth_units", None)
 
     def _on_query_service(self, request: Query.Request, response: Query.Response) -> Query.Response:
         try:

@@ -37,6 +37,7 @@ __all__ = [
     "add_engine_arguments",
     "add_tiny_model_command",
     "answer_to_json",
+    "depth_units_warning",
     "lift",
     "lift_params_from_args",
     "load_depth",
@@ -128,6 +129,18 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         "--depth-min-valid-pixels", type=positive_int, default=_default("depth.min_valid_pixels")
     )
     lifting.add_argument("--depth-min-size", type=float, default=_default("depth.min_size"))
+    lifting.add_argument(
+        "--depth-scale",
+        type=positive_float,
+        default=_default("depth.scale"),
+        help="metres per unit of 16-bit depth (0.001: mm; 0.0002: TUM's 1/5000 m)",
+    )
+    lifting.add_argument(
+        "--camera-rectified",
+        action="store_true",
+        default=_default("camera.rectified"),
+        help="the images are rectified: use camera_info P and ignore D (else K and D)",
+    )
 
 
 def _backend_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -314,8 +327,11 @@ def load_depth(path: str | Path) -> np.ndarray:
     )
 
 
-def read_camera_info_yaml(path: str | Path) -> CameraIntrinsics:
+def read_camera_info_yaml(path: str | Path, rectified: bool = False) -> CameraIntrinsics:
     """Read intrinsics from a camera_info YAML file.
+
+    With ``rectified`` the projection matrix ``P`` is used and the distortion ignored (images
+    from ``image_rect*``); otherwise ``K`` and the distortion ``D``, which lifting undoes.
 
     Accepts the camera_calibration_parsers format (``image_width``, ``image_height``,
     ``camera_matrix: {rows, cols, data}``) and a CameraInfo message dumped as YAML
@@ -348,8 +364,22 @@ def read_camera_info_yaml(path: str | Path) -> CameraIntrinsics:
         ) from None
     if len(k) != 9:
         raise CommandError(f"camera info {path}: camera matrix has {len(k)} values, expected 9")
+    model, dist = "", ()
     try:
-        return CameraIntrinsics(k[0], k[4], k[2], k[5], width, height)
+        if rectified:
+            proj = data.get("projection_matrix", data.get("p"))
+            proj = proj["data"] if isinstance(proj, dict) else proj
+            if proj:
+                k = [float(proj[0]), 0, float(proj[2]), 0, float(proj[5]), float(proj[6])]
+        else:
+            model = str(data.get("distortion_model") or "")
+            coeffs = data.get("distortion_coefficients", data.get("d")) or []
+            coeffs = coeffs.get("data", []) if isinstance(coeffs, dict) else coeffs
+            dist = tuple(float(v) for v in coeffs)
+    except (KeyError, TypeError, ValueError, IndexError) as error:
+        raise CommandError(f"camera info {path}: unreadable P or D ({error})") from None
+    try:
+        return CameraIntrinsics(k[0], k[4], k[2], k[5], width, height, model, dist)
     except ValueError as error:
         raise CommandError(f"camera info {path} is unusable: {error}") from None
 
@@ -393,8 +423,9 @@ def lift(
     intrinsics: CameraIntrinsics | None,
     image_size: tuple[int, int],
     params: Any = None,
+    labels: Sequence[str] | None = None,
 ) -> tuple[list[Any] | None, str]:
-    """Lift colour-pixel boxes to 3D as the node does.
+    """Lift colour-pixel boxes to 3D as the node does (``labels``: the objects' ids).
 
     Returns:
         ``(estimates, "")`` or ``(None, reason)`` when no 3D is possible at all.
@@ -408,9 +439,19 @@ def lift(
     if not boxes:
         return [], ""
     try:
-        return lift_boxes(boxes, depth_m, intrinsics, image_size=image_size, params=params), ""
+        lifted = lift_boxes(
+            boxes, depth_m, intrinsics, image_size=image_size, params=params, labels=labels
+        )
+        return lifted, ""
     except ValueError as error:
         return None, str(error)
+
+
+def depth_units_warning(depth_m: np.ndarray, params: Any, scale: float | None) -> str:
+    """The node's implausible-depth warning for a frame ("" when it looks plausible)."""
+    from spatialthinker_ros.camera import depth_range_warning
+
+    return depth_range_warning(depth_m, params.min_depth, params.max_depth, scale)
 
 
 def _rounded(values: Sequence[float] | None, digits: int = 4) -> list[float] | None:
@@ -446,6 +487,7 @@ def answer_to_json(
             "bbox": _rounded(obj.bbox, 2),
             "has_3d": False,
             "center": None,
+            "surface": None,
             "size": None,
             "distance": None,
         }
@@ -454,6 +496,7 @@ def answer_to_json(
             item.update(
                 has_3d=True,
                 center=_rounded(estimate.center),
+                surface=_rounded(estimate.surface),
                 size=_rounded(estimate.size),
                 distance=round(float(np.linalg.norm(estimate.center)), 4),
                 valid_depth_pixels=int(estimate.valid_pixels),
@@ -630,17 +673,25 @@ def run_ask(args: argparse.Namespace) -> int:
         raise CommandError("--question is empty")
     # Read every input before loading the model: a typo should cost milliseconds, not minutes.
     rgb = load_rgb(args.image)
-    depth = load_depth(args.depth) if args.depth else None
-    intrinsics = read_camera_info_yaml(args.camera_info) if args.camera_info else None
+    depth = load_depth(args.depth, args.depth_scale) if args.depth else None
+    intrinsics = (
+        read_camera_info_yaml(args.camera_info, args.camera_rectified) if args.camera_info else None
+    )
     params = lift_params_from_args(args)
     with OfflineEngine(args) as engine:
         result = engine.answer(rgb, args.question, args.options)
     height, width = rgb.shape[:2]
     boxes = [obj.bbox for obj in result.result.objects]
+    labels = [obj.id for obj in result.result.objects]
     lifted, reason = (
-        (None, "") if depth is None else lift(boxes, depth, intrinsics, (width, height), params)
+        (None, "")
+        if depth is None
+        else lift(boxes, depth, intrinsics, (width, height), params, labels)
     )
     answer = answer_to_json(result, args.question, args.options, lifted, reason)
+    units = "" if depth is None else depth_units_warning(depth, params, args.depth_scale)
+    if units:
+        answer["warnings"].append(units)
     answer["image"] = str(args.image)
     stem = Path(args.image).stem
     write_json(args.output, f"{stem}.json", answer)

@@ -225,7 +225,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "depth.shrink",
         0.1,
-        "Fraction of each box side trimmed on both sides before sampling depth.",
+        "Box-edge margin, a fraction of the box size: depth samples count towards the"
+        " object's depth from 0 at the box edge to fully at twice this inside.",
         minimum=0.0,
     ),
     ParamSpec("depth.min_depth", 0.1, "Nearest depth used, metres.", minimum=0.0),
@@ -237,6 +238,20 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         minimum=1,
     ),
     ParamSpec("depth.min_size", 0.02, "Smallest reported object extent, metres.", minimum=0.0),
+    ParamSpec(
+        "depth.scale",
+        0.001,
+        "Metres per unit of 16-bit depth (16UC1/mono16): 0.001 for millimetres, 0.0002 for"
+        " TUM-style 1/5000 m, 0.0001 for 0.1 mm. 32FC1 depth is metres and ignores it.",
+        minimum=1e-7,
+    ),
+    ParamSpec(
+        "camera.rectified",
+        False,
+        "true: the colour/depth images are rectified (image_rect*): intrinsics from"
+        " camera_info P, distortion D ignored. false: they are as the sensor took them"
+        " (image_raw): K is used and a non-zero D is undone before back-projection.",
+    ),
     # Continuous mode
     ParamSpec(
         "rate_hz",

@@ -31,6 +31,7 @@ from spatialthinker_ros.offline import (
     Progress,
     add_engine_arguments,
     answer_to_json,
+    depth_units_warning,
     lift,
     lift_params_from_args,
     options_list,
@@ -117,6 +118,8 @@ def read_frames(
     rate_hz: float | None = None,
     limit: int | None = None,
     sync_slop: float = 0.05,
+    depth_scale: float | None = None,
+    rectified: bool = False,
 ) -> tuple[dict[str, Any], Iterator[BagFrame]]:
     """Open a bag and return its chosen topics and an iterator over the selected frames.
 
@@ -169,7 +172,9 @@ def read_frames(
         "colour_messages": count,
         "selected": selected,
     }
-    frames = _iterate(reader, colour, depth, info, every, rate_hz, limit, sync_slop)
+    frames = _iterate(
+        reader, colour, depth, info, every, rate_hz, limit, sync_slop, depth_scale, rectified
+    )
     return summary, frames
 
 
@@ -200,6 +205,8 @@ def _iterate(
     rate_hz: float | None,
     limit: int | None,
     sync_slop: float,
+    depth_scale: float | None = None,
+    rectified: bool = False,
 ) -> Iterator[BagFrame]:
     from rosbags.typesys import Stores, get_typestore
 
@@ -233,8 +240,11 @@ def _iterate(
             from spatialthinker_ros.camera import CameraIntrinsics, depth_to_metres
 
             msg = typestore.deserialize_cdr(best[1], best[2])
-            frame.depth_m = depth_to_metres(images.image_to_numpy(msg), msg.encoding)
-            frame.intrinsics = CameraIntrinsics.from_camera_info(latest_info[0])
+            scale = depth_scale if msg.encoding != "32FC1" else None  # 16-bit units only
+            frame.depth_m = depth_to_metres(images.image_to_numpy(msg), msg.encoding, scale)
+            frame.intrinsics = CameraIntrinsics.from_camera_info(
+                latest_info[0], use_projection=rectified
+            )
         except Exception as error:
             frame.depth_m = None
             frame.no_3d_reason = f"depth unusable: {error}"
@@ -353,6 +363,8 @@ def run_replay(args: argparse.Namespace) -> int:
         rate_hz=args.rate,
         limit=args.limit,
         sync_slop=args.sync_slop,
+        depth_scale=args.depth_scale,
+        rectified=args.camera_rectified,
     )
     results_path = output_path(args.output, "results.jsonl")
     progress = Progress(total=summary["selected"], quiet=args.quiet)
@@ -423,10 +435,17 @@ def _answer_frame(
     reason = frame.no_3d_reason
     lifted = None
     if frame.depth_m is not None:
-        lifted, reason = lift(boxes, frame.depth_m, frame.intrinsics, (width, height), params)
+        labels = [obj.id for obj in result.result.objects]
+        lifted, reason = lift(
+            boxes, frame.depth_m, frame.intrinsics, (width, height), params, labels
+        )
     elif args.no_depth:
         reason = ""
     record = {**base, **answer_to_json(result, args.question, args.options, lifted, reason)}
+    if frame.depth_m is not None:
+        units = depth_units_warning(frame.depth_m, params, args.depth_scale)
+        if units:
+            record["warnings"].append(units)
     if not args.no_annotate:
         path = write_annotated(args.output, f"frame_{frame.index:06d}.png", frame.rgb, record)
         record["annotated"] = path.name

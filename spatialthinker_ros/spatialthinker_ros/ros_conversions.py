@@ -67,6 +67,9 @@ def scene_graph_message(
             sx, sy, sz = estimate.size
             item.has_3d = True
             item.center = Point(x=float(cx), y=float(cy), z=float(cz))
+            if estimate.surface is not None:
+                fx, fy, fz = estimate.surface
+                item.surface = Point(x=float(fx), y=float(fy), z=float(fz))
             item.size = Vector3(x=float(sx), y=float(sy), z=float(sz))
         else:
             item.no_3d_reason = bounded(estimate.reason if estimate is not None else no_3d_reason)
