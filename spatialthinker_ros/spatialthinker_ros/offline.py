@@ -475,7 +475,7 @@ def answer_to_json(
         lifted: One ``Lifted3D`` per object, or None for no depth.
         no_3d_reason: Why there is no 3D when ``lifted`` is None ("" for a 2D-only request).
     """
-    from spatialthinker_ros.relation_check import verify_relations
+    from spatialthinker_ros.relation_check import verdict_name, verify_relations
 
     parsed = result.result
     objects = []
@@ -529,7 +529,7 @@ def answer_to_json(
                 "subject": r.subject,
                 "predicate": r.predicate,
                 "object": r.object,
-                "verdict": check.verdict.name.lower(),
+                "verdict": verdict_name(check.verdict),
                 "evidence": check.evidence,
             }
             for r, check in zip(parsed.relations, checked.checks, strict=True)
