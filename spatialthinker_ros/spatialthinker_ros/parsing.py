@@ -228,6 +228,7 @@ def _split_sections(text: str, notes: _Notes) -> _Sections:
 
     A tag that falls inside an open section is text of that section (the reasoning may well
     say "I will put the letter in the <answer> section"), not a section of its own. A section
+    whose own opening tag comes again before it closes was started over and ends there; one
     whose closing tag never comes runs to the next tag, or to the end of the output when
     generation was cut off. Of several sections of one tag the first is used, except for
     ``<answer>``, where the last complete one is (the model's final word; the authors'
@@ -239,9 +240,11 @@ def _split_sections(text: str, notes: _Notes) -> _Sections:
     low = text.translate(_ASCII_LOWER)
     # (position, is_closing, tag) of every tag, in document order.
     tokens: list[tuple[int, bool, str]] = []
+    opening_at: dict[str, list[int]] = {}
     closing_at: dict[str, list[int]] = {}
     for tag in TAGS:
-        tokens.extend((p, False, tag) for p in _positions(low, f"<{tag}>"))
+        opening_at[tag] = _positions(low, f"<{tag}>")
+        tokens.extend((p, False, tag) for p in opening_at[tag])
         closing_at[tag] = _positions(low, f"</{tag}>")
         tokens.extend((p, True, tag) for p in closing_at[tag])
     tokens.sort()
@@ -285,6 +288,18 @@ def _split_sections(text: str, notes: _Notes) -> _Sections:
         body = at + len(mark)
         closes = closing_at[tag]
         k = bisect.bisect_left(closes, body)
+        opens = opening_at[tag]
+        j = bisect.bisect_left(opens, body)
+        reopened = opens[j] if j < len(opens) else len(text)
+        if k < len(closes) and closes[k] > reopened:
+            # The same tag opens again before this one closes: the model started the section
+            # over (a section never names its own opening tag in the trained format).
+            notes.add(
+                f"missing closing tag </{tag}>; read up to the next <{tag}>", breaks_format=True
+            )
+            found[tag].append(_Section(text[body:reopened], at, reopened, complete=False))
+            pos, host = reopened, tag
+            continue
         if k < len(closes):
             close = closes[k]
             check_case(close, f"</{tag}>")

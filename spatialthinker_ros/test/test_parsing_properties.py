@@ -155,8 +155,12 @@ def test_well_formed_scene_is_strict_and_exact(object_ids: list[str]) -> None:
     assert result.choice_index == 0
 
 
-# Reasoning that names tags (never its own closing tag) and stray brackets.
-MENTIONS = [f for f in FRAGMENTS if f != "</think>"] + ["I will answer in the", "section."]
+# Reasoning that names other sections' tags, and stray brackets. Its own tags are left out: a
+# second <think> starts the section over, and </think> ends it.
+MENTIONS = [f for f in FRAGMENTS if f not in ("<think>", "</think>")] + [
+    "I will answer in the",
+    "section.",
+]
 
 
 @SETTINGS
@@ -177,6 +181,4 @@ def test_tags_named_in_the_reasoning_never_change_the_answer(reasoning: str, opt
     assert result.reasoning == reasoning.strip()
     assert result.objects == []
     # Strict exactly when the reasoning names no opening tag (the training reward counts them).
-    assert result.strict is not any(
-        f"<{t}>" in reasoning for t in ("observe", "scene", "think", "answer")
-    )
+    assert result.strict is not any(f"<{t}>" in reasoning for t in ("observe", "scene", "answer"))
