@@ -1,0 +1,79 @@
+"""Benchmark verify_relations: the depth check of 50 relations among 20 lifted objects.
+
+Not a test: run ``python benchmarks/bench_relations.py`` and read the median. Goal: < 1 ms.
+The relations cycle through every predicate family (and one wording outside the vocabulary),
+with a reasoning text of realistic length that names most objects, so the verdicts, the
+evidence texts and the "relied on" search are all paid for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+from spatialthinker_ros.lifting import Lifted3D
+from spatialthinker_ros.parsing import ParsedObject, ParsedRelation, SpatialResult
+from spatialthinker_ros.relation_check import FAMILIES, Verdict, verify_relations
+
+NAMES = ["chair", "table", "lamp", "sofa", "plant", "book", "cup", "traffic_light", "person", "tv"]
+WORDINGS = [*FAMILIES, "is to the left of", "sitting on", "next to", "holding"]
+
+
+def make_answer(objects: int = 20, relations: int = 50) -> tuple[SpatialResult, list[Lifted3D]]:
+    """A parsed answer and one 3D estimate per object (two without 3D)."""
+    ids = [f"{NAMES[i % 10]}.{i // 10 + 1}" for i in range(objects)]
+    lifted = []
+    for i in range(objects):
+        if i in (5, 13):
+            lifted.append(Lifted3D(None, None, 4, 0.02, "too few valid depth pixels"))
+            continue
+        x, y, z = (i % 5) * 0.4 - 0.8, (i // 5) * 0.3 - 0.45, 1.0 + 0.23 * i
+        size = (0.1 + 0.03 * (i % 4), 0.12 + 0.02 * (i % 3), 0.1 + 0.03 * (i % 4))
+        lifted.append(Lifted3D((x, y, z), size, 300, 0.8, "", z - size[2] / 2))
+    rels = [
+        ParsedRelation(ids[k % objects], WORDINGS[k % len(WORDINGS)], ids[(k * 7 + 3) % objects])
+        for k in range(relations)
+    ]
+    think = " ".join(
+        f"Step {k}: {ids[k % objects]} is {WORDINGS[k % len(WORDINGS)]} the "
+        f"{NAMES[(k + 3) % 10].replace('_', ' ')}, judging by where its box sits in the image."
+        for k in range(22)
+    )
+    parsed = SpatialResult(
+        reasoning=think,
+        answer="(B) right of the sofa",
+        objects=[ParsedObject(i, i.split(".")[0], (0, 0, 10, 10)) for i in ids],
+        relations=rels,
+    )
+    return parsed, lifted
+
+
+def main() -> None:
+    """Time many checks and print the median."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=2000)
+    runs = ap.parse_args().runs
+    parsed, lifted = make_answer()
+    report = verify_relations(parsed, lifted)
+    counts = {v.name.lower(): sum(c.verdict == v for c in report.checks) for v in Verdict}
+    for _ in range(50):  # warm-up
+        verify_relations(parsed, lifted)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        verify_relations(parsed, lifted)
+        times.append(time.perf_counter() - start)
+    median_ms = statistics.median(times) * 1e3
+    print(
+        f"verify_relations: {len(parsed.relations)} relations among {len(parsed.objects)} "
+        f"objects ({counts}), {len(report.warnings)} warnings"
+    )
+    print(
+        f"median {median_ms:.3f} ms, p90 {sorted(times)[int(runs * 0.9)] * 1e3:.3f} ms "
+        f"over {runs} runs (goal < 1 ms: {'met' if median_ms < 1.0 else 'NOT met'})"
+    )
+
+
+if __name__ == "__main__":
+    main()
