@@ -1,4 +1,4 @@
-"""Launch spatialthinker_node on a camera, optionally with RViz.
+"""Launch spatialthinker_node on a camera, optionally with RViz (ROS 2 Jazzy LTS or Kilted).
 
 Examples:
     ros2 launch spatialthinker_ros spatialthinker.launch.py
@@ -10,21 +10,37 @@ Examples:
 The node subscribes to the relative topics ``image``, ``depth`` and ``camera_info`` (remapped
 here) and publishes ``~/scene_graph``, ``~/answer``, ``~/markers``, ``~/debug_image`` and
 ``/diagnostics``. It is a lifecycle node that configures and activates itself (parameter
-``autostart``, true by default), so nothing has to be started by hand.
+``autostart``, true by default), so nothing has to be started by hand. On Ctrl-C it
+deactivates, cleans up (the model leaves the GPU) and shuts down, publishing each transition on
+``~/transition_event``.
+
+The node gets a Fast DDS profile under both variable names: Jazzy's Fast DDS 2.14 reads only
+``FASTRTPS_DEFAULT_PROFILES_FILE``, Kilted's Fast DDS 3 ``FASTDDS_DEFAULT_PROFILES_FILE``.
 """
 
 from __future__ import annotations
 
 import os
 
-from ament_index_python.packages import get_package_share_directory
+from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, LogInfo
 from launch.conditions import IfCondition
-from launch.substitutions import LaunchConfiguration
+from launch.substitutions import EnvironmentVariable, LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
+from launch_ros.parameter_descriptions import ParameterValue
+
+from spatialthinker_ros.fastdds import PROFILE_VARIABLES
 
 PACKAGE = "spatialthinker_ros"
+
+
+def _installed(package: str) -> bool:
+    try:
+        get_package_share_directory(package)
+    except PackageNotFoundError:
+        return False
+    return True
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -36,6 +52,7 @@ def generate_launch_description() -> LaunchDescription:
     share = get_package_share_directory(PACKAGE)
     default_params = os.path.join(share, "config", "spatialthinker.yaml")
     rviz_config = os.path.join(share, "config", "spatialthinker.rviz")
+    shipped_profile = os.path.join(share, "config", "fastdds_large_images.xml")
 
     namespace = LaunchConfiguration("namespace")
     params_file = LaunchConfiguration("params_file")
@@ -45,6 +62,12 @@ def generate_launch_description() -> LaunchDescription:
     depth_topic = LaunchConfiguration("depth_topic")
     camera_info_topic = LaunchConfiguration("camera_info_topic")
     use_rviz = LaunchConfiguration("use_rviz")
+    fastdds_profile = LaunchConfiguration("fastdds_profile")
+    # The user's own profile (under either name) wins over the shipped one.
+    profile_default = EnvironmentVariable(
+        PROFILE_VARIABLES[0],
+        default_value=EnvironmentVariable(PROFILE_VARIABLES[1], default_value=shipped_profile),
+    )
 
     arguments = [
         DeclareLaunchArgument(
@@ -94,6 +117,15 @@ def generate_launch_description() -> LaunchDescription:
             description="Also start RViz with config/spatialthinker.rviz (markers, debug image)."
             " Its topics are those of the empty namespace (/spatialthinker/...).",
         ),
+        DeclareLaunchArgument(
+            "fastdds_profile",
+            default_value=profile_default,
+            description="Fast DDS XML profile for the node, set as both"
+            " FASTRTPS_DEFAULT_PROFILES_FILE (Jazzy) and FASTDDS_DEFAULT_PROFILES_FILE (Kilted)."
+            " Default: the profile your environment names, else the shipped"
+            " config/fastdds_large_images.xml (16 MB shared-memory segments: 640x480 frames"
+            " are not lost between processes; give the camera driver the same profile).",
+        ),
     ]
 
     node = LifecycleNode(
@@ -101,8 +133,15 @@ def generate_launch_description() -> LaunchDescription:
         executable="spatialthinker_node",
         name="spatialthinker",
         namespace=namespace,
-        # Launch arguments come last so they win over the params file.
-        parameters=[params_file, {"model": model, "backend": backend}],
+        # Launch arguments come last so they win over the params file. Typed as strings:
+        # a value YAML reads as a number (model:=123) would otherwise stop the node.
+        parameters=[
+            params_file,
+            {
+                "model": ParameterValue(model, value_type=str),
+                "backend": ParameterValue(backend, value_type=str),
+            },
+        ],
         remappings=[
             ("image", image_topic),
             # Remapping 'image' does not touch 'image/compressed': ROS 2 remaps whole names.
@@ -112,15 +151,24 @@ def generate_launch_description() -> LaunchDescription:
         ],
         output="screen",
         emulate_tty=True,
+        additional_env={name: fastdds_profile for name in PROFILE_VARIABLES},
     )
 
-    rviz = Node(
-        package="rviz2",
-        executable="rviz2",
-        name="rviz2",
-        arguments=["-d", rviz_config],
-        condition=IfCondition(use_rviz),
-        output="screen",
-    )
+    if _installed("rviz2"):
+        rviz = Node(
+            package="rviz2",
+            executable="rviz2",
+            name="rviz2",
+            arguments=["-d", rviz_config],
+            condition=IfCondition(use_rviz),
+            output="screen",
+        )
+    else:
+        # A missing rviz2 would fail the launch halfway, with the node already running.
+        rviz = LogInfo(
+            msg="use_rviz:=true but rviz2 is not installed (sudo apt install"
+            " ros-$ROS_DISTRO-rviz2): running the node without RViz",
+            condition=IfCondition(use_rviz),
+        )
 
     return LaunchDescription([*arguments, node, rviz])

@@ -24,6 +24,7 @@ LAUNCH_FILE = PACKAGE_DIR / "launch" / "spatialthinker.launch.py"
 RVIZ_FILE = PACKAGE_DIR / "config" / "spatialthinker.rviz"
 PARAMS_FILE = PACKAGE_DIR / "config" / "spatialthinker.yaml"
 SETUP_FILE = PACKAGE_DIR / "setup.py"
+PACKAGE_XML = PACKAGE_DIR / "package.xml"
 PACKAGE = "spatialthinker_ros"
 
 EXPECTED_ARGUMENTS = {
@@ -35,7 +36,9 @@ EXPECTED_ARGUMENTS = {
     "depth_topic": "/camera/aligned_depth_to_color/image_raw",
     "camera_info_topic": "/camera/color/camera_info",
     "use_rviz": "false",
+    "fastdds_profile": None,  # a substitution: the environment's profile, else the shipped one
 }
+PROFILE_NAMES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,7 +159,7 @@ def test_referenced_config_files_exist(launch_tree: ast.Module) -> None:
         parts = [a.value for a in call.args if isinstance(a, ast.Constant)]
         if parts[:1] == ["config"]:
             referenced.add("/".join(parts[1:]))
-    assert referenced == {"spatialthinker.yaml", "spatialthinker.rviz"}
+    assert referenced == {"spatialthinker.yaml", "spatialthinker.rviz", "fastdds_large_images.xml"}
     for name in referenced:
         assert (PACKAGE_DIR / "config" / name).is_file(), f"config/{name} missing"
 
@@ -196,26 +199,54 @@ def _config(name: str) -> _LaunchConfiguration:
     return _LaunchConfiguration(name)
 
 
-@pytest.fixture(scope="module")
-def description(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Actions built by the launch file, keyed by class name (lists)."""
+class _Equal(_Recorded):
+    """A recorded value that compares by its arguments (substitutions, parameter values)."""
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self.args == other.args and self.kwargs == other.kwargs
+
+    def __hash__(self) -> int:
+        return hash(type(self).__name__)
+
+
+class _EnvironmentVariable(_Equal):
+    pass
+
+
+class _ParameterValue(_Equal):
+    pass
+
+
+def _describe(share: Path, installed: set[str]) -> dict[str, Any]:
+    """Run generate_launch_description(); packages not in ``installed`` are not found."""
     classes = {
         name: type(name, (_Recorded,), {})
-        for name in ("LaunchDescription", "DeclareLaunchArgument", "IfCondition")
+        for name in ("LaunchDescription", "DeclareLaunchArgument", "IfCondition", "LogInfo")
     }
     classes["LifecycleNode"] = type("LifecycleNode", (_Recorded,), {})
     classes["Node"] = type("Node", (_Recorded,), {})
     modules = {
         "launch": {"LaunchDescription": classes["LaunchDescription"]},
-        "launch.actions": {"DeclareLaunchArgument": classes["DeclareLaunchArgument"]},
+        "launch.actions": {
+            "DeclareLaunchArgument": classes["DeclareLaunchArgument"],
+            "LogInfo": classes["LogInfo"],
+        },
         "launch.conditions": {"IfCondition": classes["IfCondition"]},
-        "launch.substitutions": {"LaunchConfiguration": _LaunchConfiguration},
+        "launch.substitutions": {
+            "LaunchConfiguration": _LaunchConfiguration,
+            "EnvironmentVariable": _EnvironmentVariable,
+        },
         "launch_ros": {},
         "launch_ros.actions": {"LifecycleNode": classes["LifecycleNode"], "Node": classes["Node"]},
+        "launch_ros.parameter_descriptions": {"ParameterValue": _ParameterValue},
     }
-    share = tmp_path_factory.mktemp("share")
     saved = {name: sys.modules.get(name) for name in modules}
     import ament_index_python.packages as ament_packages
+
+    def share_directory(package: str) -> str:
+        if package not in installed:
+            raise ament_packages.PackageNotFoundError(package)
+        return str(share / package)
 
     original_share = ament_packages.get_package_share_directory
     try:
@@ -223,7 +254,7 @@ def description(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             module = types.ModuleType(name)
             module.__dict__.update(attributes)
             sys.modules[name] = module
-        ament_packages.get_package_share_directory = lambda package: str(share / package)
+        ament_packages.get_package_share_directory = share_directory
         spec = importlib.util.spec_from_file_location("spatialthinker_launch", LAUNCH_FILE)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
@@ -243,6 +274,12 @@ def description(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"actions": actions, "share": share / PACKAGE}
 
 
+@pytest.fixture(scope="module")
+def description(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Actions built by the launch file (rviz2 installed), keyed by class name (lists)."""
+    return _describe(tmp_path_factory.mktemp("share"), {PACKAGE, "rviz2"})
+
+
 def test_launch_description_runs_and_declares_arguments_first(description) -> None:
     actions = description["actions"]
     assert len(actions["DeclareLaunchArgument"]) == len(EXPECTED_ARGUMENTS)
@@ -259,10 +296,14 @@ def test_node_wiring(description) -> None:
     assert kwargs["executable"] == "spatialthinker_node"
     assert kwargs["name"] == "spatialthinker"
     assert kwargs["namespace"] == _config("namespace")
-    # Launch arguments after the file, so that they override it.
+    # Launch arguments after the file, so that they override it; typed as strings, so that
+    # model:=123 (which YAML reads as a number) does not stop the node.
     assert kwargs["parameters"] == [
         _config("params_file"),
-        {"model": _config("model"), "backend": _config("backend")},
+        {
+            "model": _ParameterValue(_config("model"), value_type=str),
+            "backend": _ParameterValue(_config("backend"), value_type=str),
+        },
     ]
     remaps = dict(kwargs["remappings"])
     assert remaps["image"] == _config("image_topic")
@@ -271,6 +312,40 @@ def test_node_wiring(description) -> None:
     assert remaps["image/compressed"] == [_config("image_topic"), "/compressed"]
     assert kwargs["output"] == "screen"
     assert kwargs["emulate_tty"] is True
+
+
+def test_fastdds_profile_reaches_the_node_under_both_names(description) -> None:
+    (node,) = description["actions"]["LifecycleNode"]
+    # Jazzy's Fast DDS 2.14 reads only FASTRTPS_..., Kilted's Fast DDS 3 FASTDDS_...
+    assert node.kwargs["additional_env"] == {
+        name: _config("fastdds_profile") for name in PROFILE_NAMES
+    }
+    (argument,) = [
+        a for a in description["actions"]["DeclareLaunchArgument"] if a.args[0] == "fastdds_profile"
+    ]
+    shipped = str(description["share"] / "config" / "fastdds_large_images.xml")
+    # The profile the user's environment names wins; else the shipped one.
+    assert argument.kwargs["default_value"] == _EnvironmentVariable(
+        PROFILE_NAMES[0],
+        default_value=_EnvironmentVariable(PROFILE_NAMES[1], default_value=shipped),
+    )
+    assert (PACKAGE_DIR / "config" / "fastdds_large_images.xml").is_file()
+
+
+def test_rviz2_missing_gives_a_clear_message_not_a_failed_launch(tmp_path: Path) -> None:
+    actions = _describe(tmp_path, {PACKAGE})["actions"]
+    assert "Node" not in actions  # no rviz2 process to fail
+    (message,) = actions["LogInfo"]
+    assert "rviz2 is not installed" in message.kwargs["msg"]
+    assert message.kwargs["condition"].args == (_config("use_rviz"),)
+    assert len(actions["LifecycleNode"]) == 1  # the node itself is launched as usual
+
+
+def test_rviz2_is_an_exec_depend() -> None:
+    import xml.etree.ElementTree as ElementTree
+
+    root = ElementTree.parse(PACKAGE_XML).getroot()
+    assert "rviz2" in {element.text for element in root.iter("exec_depend")}
 
 
 def test_rviz_only_when_asked(description) -> None:
