@@ -40,7 +40,15 @@ def make_graph(source: str) -> SceneGraph:
     cup.center = Point(x=0.1, y=-0.2, z=1.5)
     table = SceneObject(id="table.1", label="table", no_3d_reason="no depth")
     graph.objects = [cup, table]
-    graph.relations = [SceneRelation(subject="cup.1", predicate="on", object="table.1")]
+    graph.relations = [
+        SceneRelation(
+            subject="cup.1",
+            predicate="on",
+            object="table.1",
+            verdict=SceneRelation.VERDICT_UNKNOWN,
+            evidence="no 3D for table.1: no depth",
+        )
+    ]
     return graph
 
 
@@ -50,7 +58,9 @@ def graph_summary(graph: SceneGraph) -> dict:
         "frame_id": graph.header.frame_id,
         "stamp_sec": graph.header.stamp.sec,
         "objects": [[o.id, o.label, o.has_3d, o.center.z, o.no_3d_reason] for o in graph.objects],
-        "relations": [[r.subject, r.predicate, r.object] for r in graph.relations],
+        "relations": [
+            [r.subject, r.predicate, r.object, r.verdict, r.evidence] for r in graph.relations
+        ],
     }
 
 

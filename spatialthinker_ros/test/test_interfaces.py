@@ -15,7 +15,7 @@ from rclpy.executors import SingleThreadedExecutor
 from ros_peer import LATCHED, answer_query, graph_summary, make_graph
 
 from spatialthinker_msgs.action import Query as QueryAction
-from spatialthinker_msgs.msg import SceneGraph, SpatialAnswer
+from spatialthinker_msgs.msg import SceneGraph, SceneRelation, SpatialAnswer
 from spatialthinker_msgs.srv import Query
 
 PEER = Path(__file__).with_name("ros_peer.py")
@@ -40,6 +40,10 @@ def ros_node():
 
 def test_interface_types_import_and_hold_their_fields() -> None:
     answer = SpatialAnswer(choice="A", choice_index=0, options=["x", "y"])
+    assert answer.relations_contradicted == 0
+    relation = SceneRelation(verdict=SceneRelation.VERDICT_CONTRADICTED, evidence="1.2 m nearer")
+    assert (relation.verdict, relation.evidence) == (2, "1.2 m nearer")
+    assert (SceneRelation.VERDICT_UNKNOWN, SceneRelation.VERDICT_CONSISTENT) == (0, 1)
     assert answer.scene_graph.objects == []
     assert Query.Request(question="q").max_frame_age == 0.0
     assert QueryAction.Feedback(state="queued", queue_position=3).queue_position == 3
@@ -70,7 +74,9 @@ def test_peer_publishes_and_calls_our_service(ros_node) -> None:
 
     assert got_graph.wait(10.0), "the peer's SceneGraph never arrived"
     assert received[0] == graph_summary(make_graph("peer"))
-    assert received[0]["relations"] == [["cup.1", "on", "table.1"]]
+    assert received[0]["relations"] == [
+        ["cup.1", "on", "table.1", 0, "no 3D for table.1: no depth"]
+    ]
 
 
 def test_we_publish_and_call_the_peers_service(ros_node) -> None:
