@@ -2,10 +2,11 @@
 
 For every box the depth image is sampled on a grid of at most ``grid x grid`` cells (one sample per
 pixel for small boxes), all boxes at once, so lifting 20 boxes costs about a millisecond and no
-step touches the full image. Every step is meant to be a smooth function of the box: weights
-fade in from the box edges instead of cutting at a fixed inset, the mode's depth is interpolated
-between bins, and extents are quantiles of weighted cells rather than first/last columns. So when a model's box moves by a pixel or two
-from one frame to the next, the estimate moves by millimetres, not from one surface to another.
+step touches the full image. Every step is a smooth function of the box: weights fade in from
+the box edges instead of cutting at a fixed inset, the object's depth peak is chosen by a
+continuous score, the band of depths that belongs to it is soft, and extents are weighted
+quantiles rather than first/last columns. So when a model's box moves by a pixel or two from one
+frame to the next, the estimate moves by millimetres, not from one surface to another.
 
 **Support and background.** A small object's box also shows what it stands on and what is behind
 it (a can on a desk: the desk top recedes smoothly from the can's foot to the wall, so no depth
@@ -77,7 +78,7 @@ from spatialthinker_ros.camera import CameraIntrinsics, aspect_mismatch
 __all__ = ["DEPTH_PRIORS", "LiftParams", "Lifted3D", "depth_prior", "lift_boxes"]
 
 # Normal quantiles used to undo the widening of percentiles by Gaussian depth noise.
-_Z98 = 2.0537489  # standard normal 98th percentile
+_Z95 = 1.6448536  # standard normal 95th percentile
 
 #: Depth extent (metres along the view) of common categories: a number is the typical thickness
 #: of a flat thing; ``"width"`` means as deep as it is wide (round things). Unknown labels use
@@ -128,11 +129,12 @@ class LiftParams:
         min_valid_pixels: Fewer kept samples than this gives no 3D.
         min_size: Lower bound of every reported size.
         grid: At most ``grid x grid`` samples per box.
-        bin_width: Relative width of the log-depth histogram bins (0.01 = 1 % of the depth).
-        mode_fraction: A histogram peak is significant when it holds at least this fraction of
-            the highest peak's weight.
-        centre_tolerance: A significant peak is the object's when the mean position of its
-            samples is within this many box sizes of the box centre.
+        bin_width: Relative width of the depth histogram's bins near the camera (0.008 = 0.8 %
+            of the depth); they widen in proportion to ``1 + z / 2 m``.
+        near_preference: Exponent of the preference for nearer peaks (a peak's score is
+            multiplied by ``(z_min / z) ** near_preference``).
+        centre_tolerance: A peak whose samples' mean position lies farther than this many box
+            sizes from the box centre scores less (down to a tenth at twice the tolerance).
         band_threshold: The depth band grows while the smoothed histogram stays above this
             fraction of the mode's height.
         max_band: The band reaches at most this many times the box's lateral size (>= 0.1 m)
@@ -150,10 +152,10 @@ class LiftParams:
     min_valid_pixels: int = 10
     min_size: float = 0.02
     grid: int = 24
-    bin_width: float = 0.01
-    mode_fraction: float = 0.2
-    centre_tolerance: float = 0.2
-    band_threshold: float = 0.05
+    bin_width: float = 0.008
+    near_preference: float = 3.0
+    centre_tolerance: float = 0.15
+    band_threshold: float = 0.1
     max_band: float = 1.0
     plane_tolerance: float = 0.015
     reject_planes: bool = True
@@ -270,16 +272,78 @@ def _cell_quantiles(
     return out
 
 
-def _median_abs_diff(z: np.ndarray, kept: np.ndarray, axis: int) -> np.ndarray:
-    """Per-box median of |depth difference| between neighbouring kept samples along ``axis``."""
+# Depth (m) at which the histogram's relative bin width has doubled (see _depth_to_u).
+_BIN_WIDENING_DEPTH = 2.0
+# A histogram peak stands for the mass within this many bins either side of it.
+_PEAK_HALF_WIDTH = 3
+
+
+def _depth_to_u(z: np.ndarray | float) -> np.ndarray | float:
+    """Histogram coordinate ``log(z / (1 + z / z0))``: even steps are relative depth steps of
+    ``step * (1 + z / z0)``."""
+    return np.log(z / (1.0 + z * (1.0 / _BIN_WIDENING_DEPTH)))
+
+
+def _u_to_depth(u: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`_depth_to_u`."""
+    e = np.exp(u)
+    return e / (1.0 - e * (1.0 / _BIN_WIDENING_DEPTH))
+
+
+def _box_sum(h: np.ndarray, half: int) -> np.ndarray:
+    """Sum of ``h`` over ``2 * half + 1`` neighbouring bins along the last axis (zero padded)."""
+    c = np.cumsum(np.pad(h, ((0, 0), (half + 1, half))), axis=1)
+    return c[:, 2 * half + 1 :] - c[:, : -2 * half - 1]
+
+
+def _weighted_quantiles(
+    values: np.ndarray, weights: np.ndarray, qs: Sequence[float]
+) -> list[np.ndarray]:
+    """Weighted quantiles of every row, continuous in the weights (NaN for rows of no weight).
+
+    Each sample stands at the middle of its share of the cumulative weight, and the quantile is
+    interpolated linearly between neighbouring samples, so it moves smoothly as weights change.
+    """
+    order = np.argsort(np.where(weights > 0, values, np.inf), axis=1)
+    v = np.take_along_axis(values, order, axis=1)
+    w = np.take_along_axis(weights, order, axis=1).astype(np.float64)
+    cum = np.cumsum(w, axis=1)
+    total = cum[:, -1:]
+    mid = cum - 0.5 * w
+    out = []
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for q in qs:
+            target = q * total
+            k = np.clip((mid < target).sum(axis=1, keepdims=True), 1, v.shape[1] - 1)
+            m0 = np.take_along_axis(mid, k - 1, axis=1)
+            m1 = np.take_along_axis(mid, k, axis=1)
+            v0 = np.take_along_axis(v, k - 1, axis=1)
+            v1 = np.take_along_axis(v, k, axis=1)
+            t = np.clip((target - m0) / (m1 - m0), 0.0, 1.0)
+            val = np.where(m1 > m0, v0 + t * (v1 - v0), v0)[:, 0]
+            val[~(total[:, 0] > 0)] = np.nan
+            out.append(val)
+    return out
+
+
+def _neighbour_sigma(z: np.ndarray, weight: np.ndarray, z_ref: np.ndarray, axis: int) -> np.ndarray:
+    """Per-box depth noise from differences of neighbouring samples along ``axis``.
+
+    The weighted mean of ``|dz|`` (pairs weighted by both samples' weights; a difference is
+    clipped at 3 % of the depth, so a step between surfaces counts as noise only a little) is
+    ``2 sigma / sqrt(pi)`` for Gaussian noise. A mean, not a median: on a quantising sensor
+    most differences are 0 or one step, and a median jumps between the two.
+    """
     a = [slice(None)] * 3
     b = [slice(None)] * 3
     a[axis], b[axis] = slice(1, None), slice(None, -1)
-    both = (kept[tuple(a)] & kept[tuple(b)]).reshape(z.shape[0], -1)
-    d = np.abs(z[tuple(a)] - z[tuple(b)]).reshape(z.shape[0], -1)
-    cnt = both.sum(axis=1)
-    (med,) = _row_quantiles(d, both, cnt, (0.5,))
-    return np.where(cnt >= 3, med, np.inf)
+    w = (weight[tuple(a)] * weight[tuple(b)]).reshape(z.shape[0], -1)
+    cap = (0.03 * z_ref)[:, None]
+    d = np.minimum(np.abs(z[tuple(a)] - z[tuple(b)]).reshape(z.shape[0], -1), cap)
+    total = w.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = (w * d).sum(axis=1) / total
+    return np.where(total > 2.0, mean * (math.sqrt(math.pi) / 2.0), 0.0)
 
 
 def _ramp(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -471,20 +535,21 @@ def lift_boxes(
             front = (centre_w * in_front).reshape(n_boxes, -1).sum(axis=1) / csum
         strength = np.where(
             fit_ok & (bsum > 0) & (csum > 0),
-            _ramp(np.nan_to_num(explained), 0.4, 0.6) * _ramp(np.nan_to_num(front), 0.1, 0.25),
+            _ramp(np.nan_to_num(explained), 0.4, 0.6) * _ramp(np.nan_to_num(front), 0.04, 0.12),
             0.0,
         )
         keep_w = (validf * (1.0 - strength[:, None, None] * on_plane)).astype(np.float32)
         centre_w = centre_w * keep_w
 
-    # Log-depth histograms: of the
-    # centre-weighted samples (weight and summed offsets, to pick the mode) and of the whole box
-    # (for the band).
-    log_step = math.log1p(p.bin_width)
-    n_bins = math.ceil(math.log(p.max_depth / p.min_depth) / log_step) + 1
+    # Depth histograms of the centre-weighted samples (weight and summed offsets, to pick the
+    # object's peak) and of the whole box (for the band). Bins are even in u = log(z / (1 + z /
+    # z0)): relative width bin_width * (1 + z / z0), following depth cameras' noise and
+    # quantisation, which grow with the square of the depth.
+    u_min, u_max = _depth_to_u(p.min_depth), _depth_to_u(p.max_depth)
+    n_bins = math.ceil((u_max - u_min) / p.bin_width) + 1
     zs = np.where(valid, z, np.float32(p.min_depth))
-    bins = np.log(zs * np.float32(1.0 / p.min_depth)) * np.float32(1.0 / log_step)
-    bins = np.clip(bins.astype(np.intp), 0, n_bins - 1)
+    bins = ((_depth_to_u(zs) - np.float32(u_min)) * np.float32(1.0 / p.bin_width)).astype(np.intp)
+    bins = np.clip(bins, 0, n_bins - 1)
     flat = (np.arange(n_boxes)[:, None, None] * n_bins + bins).ravel()
     size = n_boxes * n_bins
     # One bincount for the four histograms: offset the bin index of each by `size`.
@@ -499,44 +564,56 @@ def lift_boxes(
     flat4 = (flat[None, :] + (np.arange(4) * size)[:, None]).ravel()
     hists = np.bincount(flat4, weights=weights.ravel(), minlength=4 * size)
     hist_i, off_u, off_v, hist_c = _smooth(hists.reshape(4, n_boxes, n_bins))
+    bin_index = np.arange(n_bins)
+    z_bins = _u_to_depth(u_min + (bin_index + 0.5) * p.bin_width)
 
-    # Nearest centred significant peak; else the highest peak.
-    left = np.concatenate([np.zeros((n_boxes, 1)), hist_i[:, :-1]], axis=1)
-    right = np.concatenate([hist_i[:, 1:], np.zeros((n_boxes, 1))], axis=1)
-    peaks = (hist_i >= left) & (hist_i > right) & (hist_i > 0)
-    top = hist_i.max(axis=1, keepdims=True)
-    significant = peaks & (hist_i >= p.mode_fraction * top)
+    # The object's peak. A surface's mass is what lies within a few bins of depth (one receding
+    # in depth spreads over many bins and must not lose to a compact one of less area), and the
+    # peaks are those of that mass, so one rough surface is one peak. Each peak scores
+    # mass x centredness x nearness (the background is farther, an occluder off-centre), and
+    # the best wins: a continuous score, so the choice changes only where two peaks score
+    # alike, never at a threshold that one pixel of the box crosses.
+    mass, mass_u, mass_v = (_box_sum(h, _PEAK_HALF_WIDTH) for h in (hist_i, off_u, off_v))
+    left = np.concatenate([np.zeros((n_boxes, 1)), mass[:, :-1]], axis=1)
+    right = np.concatenate([mass[:, 1:], np.zeros((n_boxes, 1))], axis=1)
+    peaks = (mass >= left) & (mass > right) & (mass > 0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        offset = np.hypot(off_u, off_v) / hist_i
-    centred = significant & (offset <= p.centre_tolerance)
-    has_mode = top[:, 0] > 0
-    mode = np.where(centred.any(axis=1), np.argmax(centred, axis=1), np.argmax(hist_i, axis=1))
+        offset = np.nan_to_num(np.hypot(mass_u, mass_v) / mass, nan=1.0)
+    centred = 1.0 - 0.98 * _ramp(offset, p.centre_tolerance, 1.6 * p.centre_tolerance)
+    nearness = (z_bins[0] / z_bins) ** p.near_preference
+    score = np.where(peaks, mass * centred * nearness[None, :], -1.0)
+    has_mode = hist_i.max(axis=1) > 0
+    mode = np.argmax(score, axis=1)
     rows = np.arange(n_boxes)
-    # Sub-bin position of the mode (parabola through the peak and its neighbours).
-    hm, hl, hr = hist_i[rows, mode], left[rows, mode], right[rows, mode]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        shift = np.clip(np.nan_to_num(0.5 * (hl - hr) / (hl - 2 * hm + hr)), -0.5, 0.5)
-    z_mode_bin = p.min_depth * np.exp((mode + 0.5 + shift) * log_step)
+    z_mode_bin = z_bins[mode]
 
-    # Adaptive band around the mode, capped by the box's lateral size at that depth.
-    low = hist_c < (p.band_threshold * hist_c[rows, mode])[:, None]
-    k = np.arange(n_bins)[None, :]
-    above = np.where(low & (k > mode[:, None]), k, n_bins).min(axis=1) - 1
-    below = np.where(low & (k < mode[:, None]), k, -1).max(axis=1) + 1
+    # Soft band around the peak: a bin belongs to the object as far as the smoothed histogram
+    # stays above band_threshold of the peak's height on the way to it (a running minimum
+    # outward from the peak, so it follows a receding surface and stops at the depth gap to the
+    # background), fading out beyond max_band times the box's lateral size (>= 0.1 m).
+    k = bin_index[None, :]
+    top_c = hist_c[rows[:, None], np.clip(mode[:, None] + np.arange(-1, 2), 0, n_bins - 1)]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        level = np.nan_to_num(hist_c / top_c.max(axis=1, keepdims=True))
+    support = _ramp(level, p.band_threshold, 3.0 * p.band_threshold)
+    up = np.minimum.accumulate(np.where(k < mode[:, None], 1.0, support), axis=1)
+    down = np.minimum.accumulate(np.where(k > mode[:, None], 1.0, support)[:, ::-1], axis=1)
+    member = np.where(k >= mode[:, None], up, down[:, ::-1])
     lateral = np.maximum(bw / cam.fx, bh / cam.fy) * z_mode_bin
-    cap = np.maximum(0.1, p.max_band * lateral)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        cap_lo = np.floor(np.log(np.maximum(z_mode_bin - cap, 1e-9) / p.min_depth) / log_step)
-        cap_hi = np.floor(np.log((z_mode_bin + cap) / p.min_depth) / log_step)
-    band_lo = np.maximum(below, cap_lo).astype(np.intp)
-    band_hi = np.minimum(above, cap_hi).astype(np.intp)
-    in_band = valid & (bins >= band_lo[:, None, None]) & (bins <= band_hi[:, None, None])
-    in_band &= has_mode[:, None, None]
-    weight = np.where(in_band, keep_w, 0.0).astype(np.float32)  # the object's samples
+    cap = np.maximum(0.1, p.max_band * lateral)[:, None]
+    member *= 1.0 - _ramp(np.abs(z_bins[None, :] - z_mode_bin[:, None]), cap, 1.5 * cap)
+    member *= has_mode[:, None]
+    flat_bins = bins.reshape(n_boxes, -1)
+    weight = np.take_along_axis(member, flat_bins, axis=1).reshape(bins.shape) * keep_w
+    weight = np.where(valid, weight, 0.0).astype(np.float32)  # the object's samples, softly
     kept = weight > 0.5
+    # The peak's own samples (triangular weights over its window of bins): its depth.
+    near_peak = 1.0 - np.abs(flat_bins - mode[:, None]) / (_PEAK_HALF_WIDTH + 1.0)
+    near_peak = np.clip(near_peak, 0.0, 1.0).reshape(bins.shape) * weight
 
     n_valid = valid.reshape(n_boxes, -1).sum(axis=1)
     n_kept = kept.reshape(n_boxes, -1).sum(axis=1)
+    w_kept = weight.reshape(n_boxes, -1)
     n_sampled = sampled.reshape(n_boxes, -1).sum(axis=1)
 
     # Back-project the samples and take weighted robust statistics.
@@ -562,27 +639,25 @@ def lift_boxes(
     cell_v = np.where(row_w > 0, (sv / cam.fy)[:, None] * row_z, 0.0)
     x_lo, x_hi = _cell_quantiles(col_x, cell_u, col_w, (0.02, 0.98))
     y_lo, y_hi = _cell_quantiles(row_y, cell_v, row_w, (0.02, 0.98))
-    z_lo, z_hi = _row_quantiles(
-        zf.reshape(n_boxes, -1), kept.reshape(n_boxes, -1), n_kept, (0.02, 0.98)
-    )
+    z_lo, z_hi = _weighted_quantiles(zf.reshape(n_boxes, -1), w_kept, (0.05, 0.95))
     w_sum = col_w.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         x_mean = (col_x * col_w).sum(axis=1) / w_sum
         y_mean = (row_y * row_w).sum(axis=1) / w_sum
 
     # Depth noise from neighbouring samples (slope-free along at least one axis of a plane).
-    mad = np.minimum(_median_abs_diff(zf, kept, 1), _median_abs_diff(zf, kept, 2))
-    sigma = np.where(np.isfinite(mad), mad / (0.6744898 * math.sqrt(2.0)), 0.0)
+    sigma = np.minimum(
+        _neighbour_sigma(zf, weight, z_mode_bin, 1), _neighbour_sigma(zf, weight, z_mode_bin, 2)
+    )
 
-    # Surface depth: weighted mean around the mode (+-1.5 bins or 2.5 sigma), or the
-    # noise-corrected 2nd percentile when a receding surface puts its near edge well in front.
-    half = np.maximum(1.5 * p.bin_width * z_mode_bin, 2.5 * sigma)
-    near_mode = np.where(np.abs(zf - z_mode_bin[:, None, None]) <= half[:, None, None], weight, 0)
-    cnt_mode = near_mode.reshape(n_boxes, -1).sum(axis=1)
-    sum_mode = (near_mode * np.where(near_mode > 0, zf, 0.0)).reshape(n_boxes, -1).sum(axis=1)
-    z_mode = np.where(cnt_mode > 0, sum_mode / np.maximum(cnt_mode, 1e-9), z_mode_bin)
-    z_front = np.minimum(z_mode, z_lo + _Z98 * sigma)
-    visible_dz = np.maximum(0.0, (z_hi - z_lo) - 2.0 * _Z98 * sigma) / 0.96
+    # Surface depth: the mean depth of the peak's samples, or the noise-corrected 5th percentile
+    # when a receding surface puts its near edge well in front.
+    peak_w = near_peak.reshape(n_boxes, -1).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z_peak = (near_peak * zf).reshape(n_boxes, -1).sum(axis=1) / peak_w
+    z_mode = np.where(peak_w > 0, z_peak, z_mode_bin)
+    z_front = np.minimum(z_mode, z_lo + _Z95 * sigma)
+    visible_dz = np.maximum(0.0, (z_hi - z_lo) - 2.0 * _Z95 * sigma) / 0.9
 
     # Lateral extents: the trimmed quantile range widened for the trimmed tails.
     dx = (x_hi - x_lo) / 0.96
