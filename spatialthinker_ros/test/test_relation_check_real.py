@@ -69,7 +69,8 @@ def test_the_scenes_own_relations_are_in_the_table() -> None:
 
 @pytest.mark.parametrize("frame", FRAMES, ids=lambda f: f.name)
 def test_verdicts_on_real_frames_are_a_person_s(frame) -> None:
-    estimates = lift_boxes(frame.boxes, frame.depth_m, frame.intrinsics)
+    # Lifted as the node lifts them: the ids choose the category depth priors.
+    estimates = lift_boxes(frame.boxes, frame.depth_m, frame.intrinsics, labels=frame.ids)
     lifted = dict(zip(frame.ids, estimates, strict=True))
     got = {}
     for (subject, predicate, obj), expected in PERSON[frame.name.split("/")[0]].items():
@@ -90,7 +91,7 @@ def test_a_wrong_answer_on_a_real_frame_is_flagged_and_left_alone(frame) -> None
     objects = [
         ParsedObject(i, label_from_id(i), b) for i, b in zip(frame.ids, frame.boxes, strict=True)
     ]
-    lifted = lift_boxes(frame.boxes, frame.depth_m, frame.intrinsics)
+    lifted = lift_boxes(frame.boxes, frame.depth_m, frame.intrinsics, labels=frame.ids)
     right = SpatialResult(
         reasoning=scene["think"],
         answer=scene["answer"],
