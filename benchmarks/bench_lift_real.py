@@ -65,15 +65,21 @@ def naive_medians(boxes: list[tuple[float, ...]], depth: np.ndarray) -> list[flo
     return out
 
 
-def time_it(fn: Callable[[], object], repeat: int) -> float:
+def time_pair(a: Callable[[], object], b: Callable[[], object], repeat: int) -> tuple[float, float]:
+    """Median milliseconds of ``a`` and of ``b``, timed alternately so that both see the same
+    machine load (on a shared machine, timing one after the other skews the ratio)."""
     for _ in range(20):
-        fn()
-    times = []
+        a(), b()
+    ta, tb = [], []
     for _ in range(repeat):
         t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
+        a()
+        t1 = time.perf_counter()
+        b()
+        t2 = time.perf_counter()
+        ta.append(t1 - t0)
+        tb.append(t2 - t1)
+    return statistics.median(ta) * 1e3, statistics.median(tb) * 1e3
 
 
 def main() -> None:
@@ -116,8 +122,9 @@ def main() -> None:
         for i in range(20)
     ]
     labels = [tum.ids[i % len(tum.ids)] for i in range(20)]
-    lift_ms = time_it(lambda: run(boxes, tum, labels), args.repeat)
-    naive_ms = time_it(lambda: naive_medians(boxes, tum.depth_m), args.repeat)
+    lift_ms, naive_ms = time_pair(
+        lambda: run(boxes, tum, labels), lambda: naive_medians(boxes, tum.depth_m), args.repeat
+    )
     timing = {
         "lift_20_boxes_ms": round(lift_ms, 3),
         "naive_median_20_boxes_ms": round(naive_ms, 3),

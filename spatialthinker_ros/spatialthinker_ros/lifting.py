@@ -65,6 +65,7 @@ surfaces that recede in depth and otherwise rest on the category prior.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Sequence
@@ -100,6 +101,7 @@ DEPTH_PRIORS: dict[str, float | str] = {
 }
 
 
+@functools.lru_cache(maxsize=1024)
 def depth_prior(label: str | None) -> float | str | None:
     """The :data:`DEPTH_PRIORS` entry of a label or id (``"cup.1"``, ``"coffee mug"``).
 
@@ -256,17 +258,15 @@ def _cell_quantiles(
     """
     cum = np.cumsum(mass, axis=1)
     total = cum[:, -1:]
+    rows = np.arange(mass.shape[0])
     out = []
     with np.errstate(invalid="ignore", divide="ignore"):
         for q in qs:
             target = q * total
-            k = np.minimum((cum < target).sum(axis=1), mass.shape[1] - 1)[:, None]
-            before = np.take_along_axis(cum - mass, k, axis=1)
-            m = np.take_along_axis(mass, k, axis=1)
-            t = np.clip((target - before) / m, 0.0, 1.0)
-            c = np.take_along_axis(centre, k, axis=1)
-            w = np.take_along_axis(width, k, axis=1)
-            val = (c + (t - 0.5) * w)[:, 0]
+            k = np.minimum((cum < target).sum(axis=1), mass.shape[1] - 1)
+            m = mass[rows, k]
+            t = np.clip((target[:, 0] - cum[rows, k] + m) / m, 0.0, 1.0)
+            val = centre[rows, k] + (t - 0.5) * width[rows, k]
             val[~(total[:, 0] > 0)] = np.nan
             out.append(val)
     return out
@@ -292,8 +292,10 @@ def _u_to_depth(u: np.ndarray) -> np.ndarray:
 
 def _box_sum(h: np.ndarray, half: int) -> np.ndarray:
     """Sum of ``h`` over ``2 * half + 1`` neighbouring bins along the last axis (zero padded)."""
-    c = np.cumsum(np.pad(h, ((0, 0), (half + 1, half))), axis=1)
-    return c[:, 2 * half + 1 :] - c[:, : -2 * half - 1]
+    padded = np.zeros((*h.shape[:-1], h.shape[-1] + 2 * half + 1), h.dtype)
+    padded[..., half + 1 : half + 1 + h.shape[-1]] = h
+    c = np.cumsum(padded, axis=-1)
+    return c[..., 2 * half + 1 :] - c[..., : -2 * half - 1]
 
 
 def _weighted_quantiles(
@@ -305,23 +307,22 @@ def _weighted_quantiles(
     interpolated linearly between neighbouring samples, so it moves smoothly as weights change.
     """
     order = np.argsort(np.where(weights > 0, values, np.inf), axis=1)
-    v = np.take_along_axis(values, order, axis=1)
-    w = np.take_along_axis(weights, order, axis=1).astype(np.float64)
+    rows = np.arange(values.shape[0])
+    v = values[rows[:, None], order]
+    w = weights[rows[:, None], order].astype(np.float64)
     cum = np.cumsum(w, axis=1)
-    total = cum[:, -1:]
+    total = cum[:, -1]
     mid = cum - 0.5 * w
     out = []
     with np.errstate(invalid="ignore", divide="ignore"):
         for q in qs:
             target = q * total
-            k = np.clip((mid < target).sum(axis=1, keepdims=True), 1, v.shape[1] - 1)
-            m0 = np.take_along_axis(mid, k - 1, axis=1)
-            m1 = np.take_along_axis(mid, k, axis=1)
-            v0 = np.take_along_axis(v, k - 1, axis=1)
-            v1 = np.take_along_axis(v, k, axis=1)
+            k = np.clip((mid < target[:, None]).sum(axis=1), 1, v.shape[1] - 1)
+            m0, m1 = mid[rows, k - 1], mid[rows, k]
+            v0, v1 = v[rows, k - 1], v[rows, k]
             t = np.clip((target - m0) / (m1 - m0), 0.0, 1.0)
-            val = np.where(m1 > m0, v0 + t * (v1 - v0), v0)[:, 0]
-            val[~(total[:, 0] > 0)] = np.nan
+            val = np.where(m1 > m0, v0 + t * (v1 - v0), v0)
+            val[~(total > 0)] = np.nan
             out.append(val)
     return out
 
@@ -371,27 +372,46 @@ def _border_plane(
     xs, ys, zs, ok_s, ws = (
         np.broadcast_to(a, z.shape)[sub].reshape(n, -1) for a in (xn, yn, z, valid, weights)
     )
-    design = np.stack([xs, ys, np.ones_like(xs)], axis=-1).astype(np.float32)  # (N, M, 3)
-    design_t = design.transpose(0, 2, 1)
-    w0 = np.where(ok_s, ws, 0.0).astype(np.float32)
-    zz = np.where(ok_s, zs, 1.0).astype(np.float32)
-    inv = (1.0 / zz)[:, :, None]
+    w0 = np.where(ok_s, ws, 0.0).astype(np.float64)
+    zz = np.where(ok_s, zs, 1.0).astype(np.float64)
+    xs, ys = xs.astype(np.float64), ys.astype(np.float64)
+    inv = 1.0 / zz
+    # The normal equations' nine weighted sums at once: products of (x, y, 1) with (x, y, 1/z).
+    products = np.stack(
+        [xs * xs, xs * ys, xs, ys * ys, ys, np.ones_like(xs), xs * inv, ys * inv, inv]
+    )
     w = w0
-    eye = np.eye(3)[None]
     ok = np.zeros(n, dtype=bool)
-    coef = np.zeros((n, 3), np.float32)
+    coef = np.zeros((n, 3))
     for it in range(3):
-        wdt = design_t * w[:, None, :]
-        ata = np.matmul(wdt, design).astype(np.float64)  # (N, 3, 3)
-        atb = np.matmul(wdt, inv).astype(np.float64)
-        ok = np.abs(np.linalg.det(ata)) > 1e-9 * np.maximum(ata[:, 2, 2], 1e-30) ** 3
-        coef = np.linalg.solve(np.where(ok[:, None, None], ata, eye), atb)[..., 0]
-        coef = coef.astype(np.float32)
+        sxx, sxy, sx, syy, sy, s1, bx, by, b1 = (products * w[None]).sum(axis=-1)
+        # 3x3 solve by Cramer's rule, vectorised over boxes.
+        det = sxx * (syy * s1 - sy * sy) - sxy * (sxy * s1 - sy * sx) + sx * (sxy * sy - syy * sx)
+        ok = np.abs(det) > 1e-9 * np.maximum(s1, 1e-30) ** 3
+        safe = np.where(ok, det, 1.0)
+        coef = (
+            np.stack(
+                [
+                    bx * (syy * s1 - sy * sy)
+                    - sxy * (by * s1 - sy * b1)
+                    + sx * (by * sy - syy * b1),
+                    sxx * (by * s1 - b1 * sy)
+                    - bx * (sxy * s1 - sy * sx)
+                    + sx * (sxy * b1 - by * sx),
+                    sxx * (syy * b1 - sy * by)
+                    - sxy * (sxy * b1 - by * sx)
+                    + bx * (sxy * sy - syy * sx),
+                ],
+                axis=1,
+            )
+            / safe[:, None]
+        )
         if it == 2:
             break
-        resid = np.where(ok_s, zz * np.matmul(design, coef[:, :, None])[..., 0] - 1.0, 0.0)
+        resid = np.where(ok_s, zz * (coef[:, :1] * xs + coef[:, 1:2] * ys + coef[:, 2:]) - 1.0, 0.0)
         # Wide first (the object may hold much of the border), then the sensor's tolerance.
         w = w0 / (1.0 + (resid / (tolerance * (3.0 if it == 0 else 1.5))) ** 2)
+    coef = coef.astype(np.float32)
     c = coef[:, :, None, None]
     with np.errstate(invalid="ignore"):
         resid = np.where(valid, z * (c[:, 0] * xn + c[:, 1] * yn + c[:, 2]) - 1.0, 0.0)
@@ -545,11 +565,15 @@ def lift_boxes(
     # object's peak) and of the whole box (for the band). Bins are even in u = log(z / (1 + z /
     # z0)): relative width bin_width * (1 + z / z0), following depth cameras' noise and
     # quantisation, which grow with the square of the depth.
-    u_min, u_max = _depth_to_u(p.min_depth), _depth_to_u(p.max_depth)
-    n_bins = math.ceil((u_max - u_min) / p.bin_width) + 1
+    # Only the bins the samples reach (plus the filters' reach) are made: the cost follows the
+    # scene's depth range, not min_depth..max_depth.
+    u_min = _depth_to_u(p.min_depth)
     zs = np.where(valid, z, np.float32(p.min_depth))
     bins = ((_depth_to_u(zs) - np.float32(u_min)) * np.float32(1.0 / p.bin_width)).astype(np.intp)
-    bins = np.clip(bins, 0, n_bins - 1)
+    reach = _PEAK_HALF_WIDTH + 3
+    first = max(int(bins[valid].min()) - reach, 0) if valid.any() else 0
+    n_bins = (int(bins[valid].max()) + reach + 1 - first) if valid.any() else 1
+    bins = np.clip(bins - first, 0, n_bins - 1)
     flat = (np.arange(n_boxes)[:, None, None] * n_bins + bins).ravel()
     size = n_boxes * n_bins
     # One bincount for the four histograms: offset the bin index of each by `size`.
@@ -565,7 +589,7 @@ def lift_boxes(
     hists = np.bincount(flat4, weights=weights.ravel(), minlength=4 * size)
     hist_i, off_u, off_v, hist_c = _smooth(hists.reshape(4, n_boxes, n_bins))
     bin_index = np.arange(n_bins)
-    z_bins = _u_to_depth(u_min + (bin_index + 0.5) * p.bin_width)
+    z_bins = _u_to_depth(u_min + (first + bin_index + 0.5) * p.bin_width)
 
     # The object's peak. A surface's mass is what lies within a few bins of depth (one receding
     # in depth spreads over many bins and must not lose to a compact one of less area), and the
@@ -573,7 +597,7 @@ def lift_boxes(
     # mass x centredness x nearness (the background is farther, an occluder off-centre), and
     # the best wins: a continuous score, so the choice changes only where two peaks score
     # alike, never at a threshold that one pixel of the box crosses.
-    mass, mass_u, mass_v = (_box_sum(h, _PEAK_HALF_WIDTH) for h in (hist_i, off_u, off_v))
+    mass, mass_u, mass_v = _box_sum(np.stack([hist_i, off_u, off_v]), _PEAK_HALF_WIDTH)
     left = np.concatenate([np.zeros((n_boxes, 1)), mass[:, :-1]], axis=1)
     right = np.concatenate([mass[:, 1:], np.zeros((n_boxes, 1))], axis=1)
     peaks = (mass >= left) & (mass > right) & (mass > 0)
@@ -604,7 +628,7 @@ def lift_boxes(
     member *= 1.0 - _ramp(np.abs(z_bins[None, :] - z_mode_bin[:, None]), cap, 1.5 * cap)
     member *= has_mode[:, None]
     flat_bins = bins.reshape(n_boxes, -1)
-    weight = np.take_along_axis(member, flat_bins, axis=1).reshape(bins.shape) * keep_w
+    weight = member[rows[:, None], flat_bins].reshape(bins.shape) * keep_w
     weight = np.where(valid, weight, 0.0).astype(np.float32)  # the object's samples, softly
     kept = weight > 0.5
     # The peak's own samples (triangular weights over its window of bins): its depth.
