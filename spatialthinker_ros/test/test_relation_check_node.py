@@ -10,12 +10,18 @@ count contradictions in /diagnostics.
 
 from __future__ import annotations
 
+import re
+
 import pytest
-from node_harness import DEMO_SCENE, running_node, scripted_reply
+from node_harness import DEMO_SCENE, SCRIPTED_OBJECTS, running_node, scripted_reply
 from visualization_msgs.msg import Marker
 
 from spatialthinker_msgs.msg import SceneRelation
 from spatialthinker_ros.markers import VERDICT_COLOURS
+
+C = SceneRelation.VERDICT_CONSISTENT
+X = SceneRelation.VERDICT_CONTRADICTED
+U = SceneRelation.VERDICT_UNKNOWN
 
 CLAIMS = (
     ("red_box.1", "in front of", "green_box.1"),  # true
@@ -26,13 +32,30 @@ CLAIMS = (
     ("red_box.1", "holding", "green_box.1"),  # not a spatial relation
 )
 THINK = "The green box is in front of the red box, so the red box is behind it."
+RED = DEMO_SCENE.objects[SCRIPTED_OBJECTS["red_box.1"]]
+GREEN = DEMO_SCENE.objects[SCRIPTED_OBJECTS["green_box.1"]]
+PILLAR = DEMO_SCENE.objects[SCRIPTED_OBJECTS["white_pillar.1"]]
+
+
+def _front(obj) -> float:
+    return obj.center[2] - obj.size[2] / 2
+
+
+# Per claim: the verdict, the evidence's sentence (its number captured) and the true value of
+# that number from the scene's layout.
+FRONTS = _front(GREEN) - _front(RED)
+ACROSS = PILLAR.center[0] - GREEN.center[0]
 EXPECTED = [
-    (SceneRelation.VERDICT_CONSISTENT, "red_box.1's front is 0.8", "m nearer the camera than"),
-    (SceneRelation.VERDICT_CONTRADICTED, "green_box.1's front is 0.8", "farther from the camera"),
-    (SceneRelation.VERDICT_CONSISTENT, "green_box.1 is 1.0", "m left of white_pillar.1"),
-    (SceneRelation.VERDICT_CONTRADICTED, "white_pillar.1 is 1.0", "m right of green_box.1"),
-    (SceneRelation.VERDICT_UNKNOWN, "extents overlap along y:", "lower than white_pillar.1"),
-    (SceneRelation.VERDICT_UNKNOWN, "predicate 'holding' is not", "spatial relation"),
+    (C, r"red_box\.1's front is (\d+\.\d+) m nearer the camera than green_box\.1's", FRONTS),
+    (X, r"green_box\.1's front is (\d+\.\d+) m farther from the camera than red_box\.1's", FRONTS),
+    (C, r"green_box\.1 is (\d+\.\d+) m left of white_pillar\.1", ACROSS),
+    (X, r"white_pillar\.1 is (\d+\.\d+) m right of green_box\.1", ACROSS),
+    (
+        U,
+        r"extents overlap along y: red_box\.1 is (\d+\.\d+) m lower than white_pillar\.1",
+        RED.center[1] - PILLAR.center[1],
+    ),
+    (U, r"predicate 'holding' is not a spatial relation()", None),
 ]
 
 
@@ -56,10 +79,12 @@ def node(server, rig):
 
 def _check_relations(relations) -> None:
     assert [(r.subject, r.predicate, r.object) for r in relations] == list(CLAIMS)
-    for relation, (verdict, start, middle) in zip(relations, EXPECTED, strict=True):
+    for relation, (verdict, pattern, truth) in zip(relations, EXPECTED, strict=True):
         assert relation.verdict == verdict, relation
-        assert relation.evidence.startswith(start), relation.evidence
-        assert middle in relation.evidence, relation.evidence
+        match = re.match(pattern, relation.evidence)
+        assert match, relation.evidence
+        if truth is not None:
+            assert float(match[1]) == pytest.approx(truth, abs=0.05), relation.evidence
 
 
 def test_published_relations_carry_verdicts_evidence_and_warnings(node, rig, server) -> None:
