@@ -15,6 +15,10 @@ if [ -z "${BUILD_DIR:-}" ]; then
   BUILD_DIR=$root/build/$distro/spatialthinker_msgs
 fi
 build=$BUILD_DIR
+# One build at a time in a build directory, whoever starts it (make, or by hand).
+mkdir -p "$(dirname "$build")"
+exec 9>"$build.lock"
+flock 9
 # A CMake cache stores the absolute paths of the venv it was made for: one made
 # for another venv (of the same distribution) is dropped, never reused.
 if [ -f "$build/CMakeCache.txt" ] \
