@@ -26,8 +26,12 @@ are the lifting's prior, so no rule leans on an object's back alone.
 Kinect-like structured-light depth noise (a few millimetres at 1 m, 4 cm at 5 m), and the size
 term stands for where the box edges fall (a box a few pixels off moves a large object's estimate
 more than a small one's). A difference between two objects counts when it exceeds the margin
-``MARGIN_FLOOR + K_SIGMA * hypot(sigma_a, sigma_b)``: about 3 cm for two cups at 1 m, 15 cm
+``MARGIN_FLOOR + K_SIGMA * hypot(sigma_a, sigma_b)``: about 3 cm for two cups at 1 m, 17 cm
 for two armchairs at 2.5 m.
+
+**Known limit.** ``on`` compares the subject's footprint with the object's depth extent, which
+beyond the front surface is the lifting's prior: a small object standing behind the top edge of a
+nearer, equally high one (a dice on a desk behind a chair's backrest) can be called ``on`` it.
 """
 
 from __future__ import annotations
