@@ -34,6 +34,8 @@ def parameter_table() -> str:
         text = spec.description.replace("|", "\\|")
         if spec.choices:
             text += f" Choices: {', '.join(f'`{c}`' for c in spec.choices)}."
+        if spec.range_text():
+            text += f" {spec.range_text()}"
         if spec.read_only:
             text += " *Applied on configure.*"
         rows.append(f"| `{spec.name}` | `{default}` | {text} |")

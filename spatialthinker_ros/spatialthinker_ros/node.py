@@ -50,6 +50,7 @@ from rclpy.qos import (
     QoSReliabilityPolicy,
 )
 from rclpy.serialization import deserialize_message
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header, String
 from visualization_msgs.msg import MarkerArray
@@ -430,12 +431,21 @@ class SpatialThinkerNode(LifecycleNode):
         }
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._subscribe_inputs()
-        self._active = True
-        self._start_continuous()
+        try:
+            self._subscribe_inputs()
+            self._active = True
+            self._start_continuous()
+        except Exception as error:
+            # Undo what was started, so the node is what the lifecycle says: inactive.
+            self._stop_inputs()
+            self.get_logger().error(f"cannot activate: {error}")
+            self._input_errors["activate"] = f"activation failed: {error}"
+            return TransitionCallbackReturn.FAILURE
+        self._input_errors.pop("activate", None)
         return super().on_activate(state)
 
-    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+    def _stop_inputs(self) -> None:
+        """Stop answering: no continuous timer, no input subscriptions, no old frames."""
         self._active = False
         self._stop_continuous()
         with self._drain_lock:
@@ -445,6 +455,9 @@ class SpatialThinkerNode(LifecycleNode):
         # Frames from before the pause must not answer questions after it.
         self._frames.clear()
         self._camera_info = None
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_inputs()
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -452,10 +465,17 @@ class SpatialThinkerNode(LifecycleNode):
         return super().on_cleanup(state)
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._active = False
-        self._stop_continuous()
+        self._stop_inputs()
         self._shutdown_engine("node shutting down")
         return super().on_shutdown(state)
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        # A transition raised: the lifecycle goes back to 'unconfigured', so the node must be
+        # unconfigured too (no inputs, no engine), not answering under a state that says not.
+        self.get_logger().error(f"transition from '{state.label}' failed; back to unconfigured")
+        self._stop_inputs()
+        self._shutdown_engine("transition failed")
+        return super().on_error(state)
 
     def _shutdown_engine(self, reason: str) -> None:
         engine, self._engine = self._engine, None
@@ -469,6 +489,27 @@ class SpatialThinkerNode(LifecycleNode):
         """Stop the engine; called once at process exit."""
         self._active = False
         self._shutdown_engine("node shutting down")
+
+    def shut_down_gracefully(self, wait_s: float = 5.0) -> None:
+        """Walk the lifecycle down (deactivate, cleanup, shutdown) while the executor spins.
+
+        Observers of ``~/transition_event`` see each step, the backend frees the GPU, and
+        every waiting call gets its failure before the process exits.
+        """
+        steps = []
+        if self._active:
+            steps.append(("deactivate", self.trigger_deactivate))
+        if self._engine is not None:
+            steps.append(("cleanup", self.trigger_cleanup))
+        steps.append(("shutdown", self.trigger_shutdown))
+        for name, step in steps:
+            try:
+                step()
+            except Exception as error:  # an impossible transition: go on down
+                self.get_logger().warning(f"{name} on exit: {error}")
+        deadline = time.monotonic() + wait_s
+        while self._waiting and time.monotonic() < deadline:
+            time.sleep(0.02)  # the executor sends the waiting calls their failures
 
     # ------------------------------------------------------------------- inputs
 
@@ -620,6 +661,7 @@ class SpatialThinkerNode(LifecycleNode):
             selection=selection,
             header=header,
             rgb=rgb,
+            wake=self._wake_executor,
         )
         handle = engine.submit(rgb, question, options, priority=priority, timeout=timeout)
         pending.handle = handle
@@ -780,6 +822,14 @@ class SpatialThinkerNode(LifecycleNode):
             self._input_errors["depth"] = reason
             return None, reason
         self._input_errors.pop("depth", None)
+        units = depth_range_warning(
+            depth_m, self._param("depth.min_depth"), self._param("depth.max_depth"), scale
+        )
+        if units:  # in the answer and in /diagnostics, until a plausible frame comes
+            warnings.append(units)
+            self._input_errors["depth_units"] = units
+        else:
+            self._input_errors.pop("depth_units", None)
         params = LiftParams(
             shrink=float(self._param("depth.shrink")),
             min_depth=float(self._param("depth.min_depth")),
@@ -813,25 +863,60 @@ class SpatialThinkerNode(LifecycleNode):
             )
             self._debug_pub.publish(images.numpy_to_image(annotated, "rgb8", pending.header))
 
-    def _wait(self, pending: PendingRequest) -> None:
-        """Block this executor thread until the request has its one outcome."""
-        remaining = pending.deadline - time.monotonic() + DEADLINE_GRACE_S
-        if not pending.done.wait(max(remaining, 0.0)):
-            handle = pending.handle  # read once: the engine thread may release it
-            if handle is not None:
-                handle.cancel()
-            budget = pending.deadline - pending.started
-            self._fail(pending, f"deadline passed: no answer within {budget:g} s")
-        units = depth_range_warning(
-            depth_m, self._param("depth.min_depth"), self._param("depth.max_depth"), scale
-        )
-        if units:  # in the answer and in /diagnostics, until a plausible frame comes
-            warnings.append(units)
-            self._input_errors["depth_units"] = units
-        else:
-            self._input_errors.pop("depth_units", None)
+    async def _outcome(self, pending: PendingRequest, goal_handle: Any = None) -> None:
+        """Await the request's one outcome; the watch timer enforces the deadline meanwhile."""
+        waiting = _Waiting(pending, goal_handle)
+        if goal_handle is not None:
+            self._send_feedback(waiting)
+        with self._waiting_lock:
+            self._waiting[pending.request_id] = waiting
+            if self._watch_timer.is_canceled():
+                self._watch_timer.reset()
+                self._wake_executor()  # the wait in progress does not know the timer yet
+        try:
+            await pending
+        finally:
+            with self._waiting_lock:
+                self._waiting.pop(pending.request_id, None)
 
-    def _on_query_service(self, request: Query.Request, response: Query.Response) -> Query.Response:
+    def _watch_waiting(self) -> None:
+        """Watch timer: feedback, client cancels and deadlines of the calls that wait."""
+        with self._waiting_lock:
+            waiting = list(self._waiting.values())
+            if not waiting:
+                self._watch_timer.cancel()
+                return
+        now = time.monotonic()
+        for item in waiting:
+            pending, goal_handle = item.pending, item.goal_handle
+            if pending.done.is_set():
+                continue
+            handle = pending.handle  # read once: the engine thread may release it
+            if goal_handle is not None and goal_handle.is_cancel_requested:
+                if handle is not None:
+                    handle.cancel()
+                pending.resolve(failure="cancelled by the client")
+            elif now > pending.deadline + DEADLINE_GRACE_S:
+                # The engine fails queued requests at the deadline; a running one that the
+                # backend does not give back is failed here.
+                if handle is not None:
+                    handle.cancel()
+                budget = pending.deadline - pending.started
+                self._fail(pending, f"deadline passed: no answer within {budget:g} s")
+            elif goal_handle is not None:
+                self._send_feedback(item)
+
+    def _send_feedback(self, waiting: _Waiting) -> None:
+        feedback = self._feedback(waiting.pending)
+        if feedback != waiting.last_feedback and not waiting.pending.done.is_set():
+            waiting.goal_handle.publish_feedback(
+                QueryAction.Feedback(state=feedback[0], queue_position=feedback[1])
+            )
+            waiting.last_feedback = feedback
+
+    async def _on_query_service(
+        self, request: Query.Request, response: Query.Response
+    ) -> Query.Response:
         try:
             pending = self._start_request(
                 request.question,
@@ -845,7 +930,7 @@ class SpatialThinkerNode(LifecycleNode):
             self.get_logger().warning(f"query rejected: {error}")
             response.success, response.message = False, bounded(str(error))
             return response
-        self._wait(pending)
+        await self._outcome(pending)
         if pending.answer is not None:
             response.success, response.answer = True, pending.answer
         else:
@@ -853,7 +938,7 @@ class SpatialThinkerNode(LifecycleNode):
             response.success, response.message = False, bounded(pending.failure)
         return response
 
-    def _on_action_execute(self, goal_handle: Any) -> QueryAction.Result:
+    async def _on_action_execute(self, goal_handle: Any) -> QueryAction.Result:
         goal = goal_handle.request
         result = QueryAction.Result()
         try:
@@ -869,25 +954,7 @@ class SpatialThinkerNode(LifecycleNode):
             goal_handle.abort()
             result.success, result.message = False, bounded(str(error))
             return result
-        last_feedback = None
-        while True:
-            feedback = self._feedback(pending)
-            if feedback != last_feedback and not pending.done.is_set():
-                goal_handle.publish_feedback(
-                    QueryAction.Feedback(state=feedback[0], queue_position=feedback[1])
-                )
-                last_feedback = feedback
-            if pending.done.wait(0.05):
-                break
-            if goal_handle.is_cancel_requested:
-                handle = pending.handle  # read once: the engine thread may release it
-                if handle is not None:
-                    handle.cancel()
-                pending.resolve(failure="cancelled by the client")
-                break
-            if time.monotonic() > pending.deadline + DEADLINE_GRACE_S:
-                self._wait(pending)
-                break
+        await self._outcome(pending, goal_handle)
         if pending.answer is not None:
             goal_handle.succeed()
             result.success, result.answer = True, pending.answer
@@ -910,6 +977,16 @@ class SpatialThinkerNode(LifecycleNode):
 
     def _on_question(self, msg: String) -> None:
         """~/question: answer on ~/answer; a failure is published there too, as a warning."""
+        rate = float(self._param("question_rate_limit"))
+        if not self._question_limit.allow(rate, time.monotonic()):
+            # A flooding publisher must not starve the callers: drop, count, say so (rarely).
+            self._questions_dropped += 1
+            self.get_logger().warning(
+                f"~/question arrives faster than question_rate_limit {rate:g}/s: dropping"
+                f" ({self._questions_dropped} dropped so far)",
+                throttle_duration_sec=5.0,
+            )
+            return
         try:
             self._start_request(msg.data, [], 0.0, 0.0, Priority.QUERY, "topic")
         except RequestRejected as error:
@@ -995,6 +1072,9 @@ class SpatialThinkerNode(LifecycleNode):
             values.append(KeyValue(key=f"{name} received", value=str(stats.count)))
             if age is None or age > float(self._param("max_frame_age")):
                 stale.append(name)
+        values.append(
+            KeyValue(key="questions dropped (rate limit)", value=str(self._questions_dropped))
+        )
         # A copy: request and engine threads update the errors while we read them.
         errors = dict(self._input_errors)
         for name, error in sorted(errors.items()):
@@ -1071,24 +1151,59 @@ class SpatialThinkerNode(LifecycleNode):
 
 
 def main(args: list[str] | None = None) -> None:
-    """Run spatialthinker_node until shut down."""
-    rclpy.init(args=args)
+    """Run spatialthinker_node until SIGINT or SIGTERM, then walk the lifecycle down.
+
+    rclpy's own signal handlers would shut the context down at once, before the node could
+    deactivate, clean up (free the GPU) and shut down with ``transition_event`` observers
+    seeing each step. So the executor spins in a thread, and a signal only tells the main
+    thread to run those transitions while the executor still serves; a second Ctrl-C quits
+    at once.
+    """
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = SpatialThinkerNode()
-    executor = MultiThreadedExecutor(num_threads=node.executor_threads)
+    executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
     executor.add_node(node)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stop.set()
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    errors: list[BaseException] = []
+    spinner = threading.Thread(target=_spin, args=(executor, stop, errors), name="executor")
+    spinner.start()
     try:
         if node.get_parameter("autostart").value:
             node.trigger_configure()
             if node._engine is not None:
                 node.trigger_activate()
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        while not stop.wait(1.0):  # a timed wait: signal handlers run in this thread
+            pass
+        node.shut_down_gracefully()
     finally:
         node.close()
         executor.shutdown()
+        spinner.join(10.0)
         node.destroy_node()
         rclpy.try_shutdown()
+    if errors:
+        raise errors[0]  # a callback's exception ends the process with a failure status
+
+
+def _spin(
+    executor: MultiThreadedExecutor, stop: threading.Event, errors: list[BaseException]
+) -> None:
+    try:
+        executor.spin()
+    except ExternalShutdownException:
+        pass
+    except BaseException as error:
+        errors.append(error)
+    finally:
+        stop.set()  # the context went away (or the executor failed): exit too
 
 
 if __name__ == "__main__":

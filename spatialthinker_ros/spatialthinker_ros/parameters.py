@@ -7,6 +7,8 @@ README's parameter table (generated from it, tested). ROS-free.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +25,10 @@ class ParamSpec:
         description: What it does, shown by ``ros2 param describe``.
         choices: Allowed values for a string parameter (empty: any).
         minimum: Lowest allowed value for a number (None: unbounded).
+        maximum: Highest allowed value for a number (None: unbounded). Every float must also
+            be finite: NaN passes no comparison, so a bare ``value < minimum`` lets it through.
         read_only: True when it only takes effect at configure (model, backend...).
+        zero_means_off: 0 is allowed too, besides ``minimum``..``maximum`` (e.g. ``rate_hz``).
     """
 
     name: str
@@ -31,7 +36,31 @@ class ParamSpec:
     description: str
     choices: tuple[str, ...] = ()
     minimum: float | None = None
+    maximum: float | None = None
     read_only: bool = False
+    zero_means_off: bool = False
+
+    def range_text(self) -> str:
+        """The allowed range in words ('' for a parameter without one)."""
+        if self.minimum is None and self.maximum is None:
+            return ""
+        low = "" if self.minimum is None else _number(self.minimum)
+        high = "" if self.maximum is None else _number(self.maximum)
+        text = f"{low} to {high}" if low and high else (f">= {low}" if low else f"<= {high}")
+        return f"Range: {'0 (off) or ' if self.zero_means_off else ''}{text}."
+
+
+def _number(value: float) -> str:
+    """A bound as people write it: 16777216, not 1.67772e+07; 0.1, not 0.1000."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+# Longest deadline a request may ask for (an hour: far beyond any answer's seconds).
+MAX_TIMEOUT_S = 3600.0
+# Largest image area the model may be given (4096 x 4096).
+MAX_IMAGE_PIXELS = 4096 * 4096
+# Farthest depth any sensor reports usefully, metres.
+MAX_DEPTH_M = 1000.0
 
 
 PARAMETERS: tuple[ParamSpec, ...] = (
@@ -76,7 +105,14 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         choices=("auto", "sdpa", "flash_attention_2", "eager"),
         read_only=True,
     ),
-    ParamSpec("max_new_tokens", 1024, "Most tokens the model may write per answer.", minimum=16),
+    ParamSpec(
+        "max_new_tokens",
+        1024,
+        "Most tokens the model may write per answer.",
+        minimum=16,
+        maximum=32768,
+        read_only=True,
+    ),
     ParamSpec(
         "openai.base_url",
         "http://localhost:8000/v1",
@@ -90,13 +126,19 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         read_only=True,
     ),
     ParamSpec(
-        "openai.timeout", 120.0, "openai backend: per-request timeout, seconds.", minimum=0.1
+        "openai.timeout",
+        120.0,
+        "openai backend: per-request timeout, seconds.",
+        minimum=0.1,
+        maximum=MAX_TIMEOUT_S,
+        read_only=True,
     ),
     ParamSpec(
         "openai.max_retries",
         2,
         "openai backend: retries on connection errors and 5xx (with backoff).",
         minimum=0,
+        maximum=10,
         read_only=True,
     ),
     ParamSpec(
@@ -104,6 +146,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         4,
         "openai backend: requests sent to the server at once.",
         minimum=1,
+        maximum=64,
         read_only=True,
     ),
     ParamSpec(
@@ -116,8 +159,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "openai.jpeg_quality",
         90,
-        "openai backend: JPEG quality (1-100).",
+        "openai backend: JPEG quality.",
         minimum=1,
+        maximum=100,
         read_only=True,
     ),
     # Model frame
@@ -137,8 +181,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "min_pixels",
         DEFAULT_MIN_PIXELS,
-        "Smallest image area given to the model (smaller frames are scaled up).",
+        "Smallest image area given to the model (smaller frames are scaled up); at most"
+        " max_pixels.",
         minimum=3136,
+        maximum=MAX_IMAGE_PIXELS,
         read_only=True,
     ),
     ParamSpec(
@@ -147,6 +193,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "Largest image area given to the model (larger frames are scaled down; fewer pixels,"
         " fewer visual tokens, faster answers).",
         minimum=3136,
+        maximum=MAX_IMAGE_PIXELS,
         read_only=True,
     ),
     # Queue
@@ -155,6 +202,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         16,
         "Requests waiting for the model; further requests are rejected at once with a reason.",
         minimum=1,
+        maximum=1000,
         read_only=True,
     ),
     ParamSpec(
@@ -162,6 +210,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         4,
         "Pending requests answered together in one model call.",
         minimum=1,
+        maximum=64,
         read_only=True,
     ),
     ParamSpec(
@@ -169,6 +218,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         60.0,
         "Seconds before an unanswered request fails (requests may pass their own).",
         minimum=0.1,
+        maximum=MAX_TIMEOUT_S,
     ),
     # Inputs
     ParamSpec(
@@ -195,25 +245,33 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         read_only=True,
     ),
     ParamSpec(
-        "qos_depth", 2, "History depth of the input subscriptions.", minimum=1, read_only=True
+        "qos_depth",
+        2,
+        "History depth of the input subscriptions.",
+        minimum=1,
+        maximum=100,
+        read_only=True,
     ),
     ParamSpec(
         "max_frame_age",
         1.0,
         "Oldest colour frame a request may use, seconds (requests may pass their own).",
-        minimum=0.0,
+        minimum=0.001,
+        maximum=MAX_TIMEOUT_S,
     ),
     ParamSpec(
         "sync_slop",
         0.05,
         "Largest stamp difference between the colour frame and the depth frame, seconds.",
         minimum=0.0,
+        maximum=10.0,
     ),
     ParamSpec(
         "future_stamp_tolerance",
         0.5,
         "How far a frame's stamp may lie ahead of the node's clock before it is refused.",
         minimum=0.0,
+        maximum=MAX_TIMEOUT_S,
     ),
     ParamSpec(
         "frame_id",
@@ -228,22 +286,39 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "Box-edge margin, a fraction of the box size: depth samples count towards the"
         " object's depth from 0 at the box edge to fully at twice this inside.",
         minimum=0.0,
+        maximum=0.45,
     ),
-    ParamSpec("depth.min_depth", 0.1, "Nearest depth used, metres.", minimum=0.0),
-    ParamSpec("depth.max_depth", 10.0, "Farthest depth used, metres.", minimum=0.0),
+    ParamSpec(
+        "depth.min_depth",
+        0.1,
+        "Nearest depth used, metres; below depth.max_depth.",
+        minimum=0.001,
+        maximum=MAX_DEPTH_M,
+    ),
+    ParamSpec(
+        "depth.max_depth", 10.0, "Farthest depth used, metres.", minimum=0.01, maximum=MAX_DEPTH_M
+    ),
     ParamSpec(
         "depth.min_valid_pixels",
         20,
         "Fewest valid depth pixels for a 3D estimate; fewer gives no 3D with a reason.",
         minimum=1,
+        maximum=1_000_000,
     ),
-    ParamSpec("depth.min_size", 0.02, "Smallest reported object extent, metres.", minimum=0.0),
+    ParamSpec(
+        "depth.min_size",
+        0.02,
+        "Smallest reported object extent, metres.",
+        minimum=0.0,
+        maximum=10.0,
+    ),
     ParamSpec(
         "depth.scale",
         0.001,
         "Metres per unit of 16-bit depth (16UC1/mono16): 0.001 for millimetres, 0.0002 for"
         " TUM-style 1/5000 m, 0.0001 for 0.1 mm. 32FC1 depth is metres and ignores it.",
         minimum=1e-7,
+        maximum=1.0,
     ),
     ParamSpec(
         "camera.rectified",
@@ -258,7 +333,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         0.0,
         "Continuous mode: ask 'continuous_question' on the latest frame at this rate"
         " (0 = off). Runs at low priority behind on-demand queries.",
-        minimum=0.0,
+        minimum=0.001,
+        maximum=30.0,
+        zero_means_off=True,
     ),
     ParamSpec("continuous_question", "", "Continuous mode: the standing question."),
     ParamSpec(
@@ -272,12 +349,23 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         2000,
         "Longest accepted question; longer questions are refused with a reason.",
         minimum=1,
+        maximum=100_000,
+    ),
+    ParamSpec(
+        "question_rate_limit",
+        10.0,
+        "Most questions per second taken from the ~/question topic (bursts up to one second's"
+        " worth); the rest are dropped and counted in /diagnostics, so a flooding publisher"
+        " cannot starve the service and action callers.",
+        minimum=0.1,
+        maximum=1000.0,
     ),
     ParamSpec(
         "diagnostics_period",
         1.0,
         "Seconds between /diagnostics messages.",
         minimum=0.1,
+        maximum=60.0,
         read_only=True,
     ),
 )
@@ -300,8 +388,47 @@ def validate(name: str, value: Any) -> str | None:
         return None
     if spec.choices and value not in spec.choices:
         return f"{name} must be one of {', '.join(spec.choices)} (got {value!r})"
-    if spec.minimum is not None and isinstance(value, int | float) and value < spec.minimum:
-        return f"{name} must be >= {spec.minimum:g} (got {value!r})"
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    if not math.isfinite(value):
+        return f"{name} must be a finite number (got {value!r})"
+    if spec.zero_means_off and value == 0:
+        return None
+    too_low = spec.minimum is not None and value < spec.minimum
+    too_high = spec.maximum is not None and value > spec.maximum
+    if too_low or too_high:
+        if spec.minimum is not None and spec.maximum is not None:
+            allowed = f"between {_number(spec.minimum)} and {_number(spec.maximum)}"
+        else:
+            allowed = f">= {_number(spec.minimum)}" if too_low else f"<= {_number(spec.maximum)}"
+        off = "0 (off) or " if spec.zero_means_off else ""
+        return f"{name} must be {off}{allowed} (got {value!r})"
+    return None
+
+
+# Pairs that must keep their order: (lower, upper, strictly below).
+ORDERED_PAIRS = (("depth.min_depth", "depth.max_depth", True), ("min_pixels", "max_pixels", False))
+
+
+def validate_all(values: Mapping[str, Any]) -> str | None:
+    """Check every value and the pairs that depend on each other.
+
+    Args:
+        values: Every parameter's value (the current ones with any proposed changes applied).
+
+    Returns:
+        None when acceptable, else the first reason it is not.
+    """
+    for name, value in values.items():
+        reason = validate(name, value)
+        if reason:
+            return reason
+    for lower, upper, strict in ORDERED_PAIRS:
+        if lower in values and upper in values:
+            low, high = values[lower], values[upper]
+            if low >= high if strict else low > high:
+                relation = "below" if strict else "at most"
+                return f"{lower} ({low:g}) must be {relation} {upper} ({high:g})"
     return None
 
 

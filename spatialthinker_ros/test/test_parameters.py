@@ -40,7 +40,7 @@ def test_every_parameter_has_a_description_and_valid_default() -> None:
 
 def test_validate_names_the_problem() -> None:
     assert "backend must be one of transformers, openai" in validate("backend", "onnx")
-    assert "max_queue_size must be >= 1" in validate("max_queue_size", 0)
+    assert "max_queue_size must be between 1 and 1000" in validate("max_queue_size", 0)
     assert validate("rate_hz", 2.0) is None
 
 
