@@ -415,7 +415,14 @@ def _border_plane(
     c = coef[:, :, None, None]
     with np.errstate(invalid="ignore"):
         resid = np.where(valid, z * (c[:, 0] * xn + c[:, 1] * yn + c[:, 2]) - 1.0, 0.0)
-    return resid, ok & (coef[:, 2] > 0)
+    # The plane must lie in front of the camera where the border is (its inverse depth positive
+    # at the border's mean ray). Not merely on the optical axis: a floor or table seen by a level
+    # camera has c = 0, the axis running parallel to it.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mx = (w0 * xs).sum(axis=1) / w0.sum(axis=1)
+        my = (w0 * ys).sum(axis=1) / w0.sum(axis=1)
+    ahead = coef[:, 0] * mx + coef[:, 1] * my + coef[:, 2] > 0
+    return resid, ok & ahead
 
 
 def _as_box_array(boxes: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
