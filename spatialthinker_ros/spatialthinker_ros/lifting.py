@@ -13,32 +13,36 @@ it (a can on a desk: the desk top recedes smoothly from the can's foot to the wa
 gap separates them). The dominant plane of the box's border region is fitted in inverse depth
 (``1/z`` is linear in the ray coordinates for any plane; a few iteratively reweighted least
 squares steps with Cauchy weights ignore the object's share of the border). When that plane
-explains most of the border *and* much of the box's centre lies in front of it, the plane is the
+explains most of the border *and* some of the box's centre lies in front of it, the plane is the
 support or background, and its inliers are dropped (softly, with weights that ramp with both
 conditions). A large object whose own surface fills the border lies on the plane, nothing is in
 front of it, and nothing is dropped. Depth alone settles this, so no colour step is needed.
 
 **Choosing the object's depth.** Inside a box the depth samples are a mixture of the object, the
 background seen around a thin object or through a hollow one, and occluders in front of it. We
-histogram log depth with weights that rise from 0 at the box edge to 1 at ``2 * shrink`` box
-sizes inside it (bins of ``bin_width`` relative size, so the resolution follows the sensor's
-depth-proportional noise), smooth it, and take the **nearest centred significant mode**: the
-nearest histogram peak that holds at least ``mode_fraction`` of the highest peak's weight *and*
-whose samples are centred in the box (their mean position lies within ``centre_tolerance`` box
-sizes of the box centre). The box was drawn around the object, so the object's pixels are
-centred in it; the background is farther than the object; an occluder is nearer but reaches in
-from a side or a corner, so its pixels are off-centre. Hence a thin pole with 80 % of its box
-showing the wall, or a frame with the wall visible through its middle, keeps the object's depth,
-and a bottle covering a third of a box from the side is skipped. When no significant mode is
-centred, the highest peak is used. An occluder in the middle of the box is indistinguishable
-from the object and wins.
+histogram depth with weights that rise from 0 at the box edge to 1 at ``2 * shrink`` box sizes
+inside it. Bins are ``bin_width`` wide in relative depth near the camera and widen as
+``1 + z / 2 m``, as depth cameras' noise and quantisation grow with the square of the depth. A
+surface's *mass* is the weight within a few bins of depth (so a surface receding in depth counts
+whole, and one rough surface is one peak), and each peak of mass scores
+``mass x centredness x nearness``: centredness falls from 1 to 0.02 as the mean position of the
+peak's samples moves from ``centre_tolerance`` to 1.6 times that many box sizes off the box
+centre, and nearness is ``(z_min / z) ** near_preference``. The best score wins. The box was
+drawn around the object, so the object's pixels are centred in it; the background is farther
+than the object; an occluder is nearer but reaches in from a side or a corner, so its pixels are
+off-centre. Hence a thin pole with 80 % of its box showing the wall, or a frame with the wall
+visible through its middle, keeps the object's depth, and a bottle covering a third of a box
+from the side is skipped. An occluder in the middle of the box is indistinguishable from the
+object and wins. The score is continuous in the box, so the choice changes only where two
+surfaces score alike, never at a threshold that one pixel of the box crosses.
 
-A *band* around that mode then selects the object's pixels in the whole box: it grows outwards
-from the mode while the smoothed histogram stays above ``band_threshold`` of the mode's height,
-so it follows surfaces that recede in depth and stops at the depth gap to the background; it is
-capped at ``max_band`` times the box's lateral size (at least 0.1 m).
+A soft *band* around that peak then weighs the object's samples in the whole box: a depth belongs
+to the object as far as the smoothed histogram stays above ``band_threshold`` of the peak's
+height on the way to it (a running minimum outward from the peak, ramped, so it follows
+surfaces that recede in depth and stops at the depth gap to the background); it fades out
+beyond ``max_band`` times the box's lateral size (at least 0.1 m).
 
-**Centre and size.** The kept samples are back-projected through the camera's rays (lens
+**Centre and size.** The weighted samples are back-projected through the camera's rays (lens
 distortion undone for unrectified images; optical frame: x right, y down, z forward). Lateral
 extents are the weighted 2..98 % quantiles of x (y) widened by 1/0.96 for the trimmed tails plus
 the cell each sample stands for. The lateral centre is the middle of that extent.
@@ -46,11 +50,13 @@ the cell each sample stands for. The lateral centre is the middle of that extent
 **Depth extent.** A camera sees only the front surface, so depth needs a policy:
 
 * ``surface_depth`` (``z_front``) is the depth of the surface facing the camera: the mean depth
-  around the chosen mode, or the noise-corrected 2nd percentile of the kept depths when that is
-  nearer (a surface slanted in depth has no sharp mode). ``surface`` is the point
-  ``(mean x, mean y of the kept samples, z_front)``: the centre of what the camera saw.
-* ``visible dz`` is the noise-corrected 2..98 percentile depth range of the kept samples,
-  scaled by 1/0.96 for the trimmed tails.
+  of the peak's samples, or the noise-corrected weighted 5th percentile of the object's depths
+  when that is nearer (a surface slanted in depth has no sharp peak). The noise is measured
+  from neighbouring samples (a mean, so a quantising sensor's 0-or-one-step differences give a
+  smooth figure). ``surface`` is the point ``(mean x, mean y of the object's samples,
+  z_front)``: the centre of what the camera saw.
+* ``visible dz`` is the noise-corrected weighted 5..95 percentile depth range of the object's
+  samples, scaled by 1/0.9 for the trimmed tails.
 * ``depth_extent="box"`` (default): ``dz = max(visible dz, prior)`` where the prior knows the
   object's category from its label (see :data:`DEPTH_PRIORS` and :func:`depth_prior`): a
   flat thing (monitor, picture, door, book, ...) has a few centimetres; a round one (cup, can,
