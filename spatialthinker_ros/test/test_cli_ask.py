@@ -173,3 +173,34 @@ def test_tiny_model_command_writes_a_loadable_model(
         ],
     )
     assert code == 0 and json.loads(out)["model"] == str(tmp_path / "tiny")
+
+
+def test_ask_reads_16_bit_depth_in_the_units_given_by_depth_scale(
+    capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    """The same frame stored TUM-style (1/5000 m per unit): read as millimetres it is 5x too far
+    and the answer says the scale looks wrong; with --depth-scale 0.0002 the 3D matches."""
+    sample = load_sample()
+    mm = cv2.imread(str(DEPTH), cv2.IMREAD_UNCHANGED)
+    tum_units = tmp_path / "depth_tum.png"
+    cv2.imwrite(str(tum_units), (mm.astype(np.uint32) * 5).clip(0, 65535).astype(np.uint16))
+    outputs = {}
+    with ScriptedOpenAIServer(default_reply=scripted_reply(demo_scene())) as server:
+        for name, depth, extra in (
+            ("mm", DEPTH, []),
+            ("tum_as_mm", tum_units, []),
+            ("tum", tum_units, ["--depth-scale", "0.0002"]),
+        ):
+            argv = ["ask", str(IMAGE), "-q", sample.question, "--options", ",".join(sample.options)]
+            argv += ["--depth", str(depth), "--camera-info", str(INFO)]
+            argv += ["--output", str(tmp_path / name), "--compact", *extra]
+            argv += ["--backend", "openai", "--openai-base-url", server.base_url]
+            code, out, _ = _run(capsys, argv)
+            assert code == 0
+            outputs[name] = json.loads(out)
+    assert not any("depth.scale" in w for w in outputs["mm"]["warnings"])
+    assert any("implausible" in w and "depth.scale" in w for w in outputs["tum_as_mm"]["warnings"])
+    assert not any("depth.scale" in w for w in outputs["tum"]["warnings"])
+    for right, tum in zip(outputs["mm"]["objects"], outputs["tum"]["objects"], strict=True):
+        assert right["has_3d"] and tum["has_3d"]
+        np.testing.assert_allclose(tum["center"], right["center"], atol=0.01)
