@@ -161,6 +161,28 @@ def test_depth_at_half_resolution_still_lifts(node, rig) -> None:
     assert abs(obj.center.z - truth.center[2]) < 0.03
 
 
+def test_depth_in_other_units_than_depth_scale_is_warned_in_answer_and_diagnostics(
+    node, rig
+) -> None:
+    """16-bit depth in TUM's 1/5000 m read with the default depth.scale (mm): 5x too far."""
+    tum_units = (SCENE.depth_mm.astype(np.uint32) * 5).clip(0, 65535).astype(np.uint16)
+    rig.depth_override = lambda: numpy_to_image(tum_units, "16UC1")
+    rig.settle()
+    response = _ok(rig)
+    assert any("implausible" in w and "depth.scale" in w for w in response.answer.warnings)
+    diagnostics = rig.latest(
+        rig.diagnostics,
+        lambda d: any(kv.key == "depth_units error" for s in d.status for kv in s.values),
+        wait=5,
+    )
+    inputs = next(s for s in diagnostics.status if "inputs" in s.name)
+    assert "depth.scale" in inputs.message
+    rig.depth_override = None
+    rig.settle()
+    response = _ok(rig)
+    assert not any("depth.scale" in w for w in response.answer.warnings)
+
+
 def test_no_depth_frames_answers_in_2d_and_says_why(node, rig) -> None:
     rig.send_depth = False
     rig.settle(1.0)
