@@ -109,7 +109,7 @@ class EngineResult:
         model_image_size: (w, h) of the image the backend was given.
         stated_size: (w, h) written in the prompt; the frame the model's boxes are in.
         queue_wait_s: Time from submit until its batch started.
-        inference_s: Backend time of its batch.
+        inference_s: Backend time from the start of its batch until its row was finished.
         total_s: Time from submit until the result was ready.
         prompt_tokens: Prompt tokens, image included (0 when the backend does not say).
         output_tokens: Generated tokens.
@@ -686,9 +686,6 @@ class InferenceEngine:
         return image, prompt, frame
 
     def _run_batch(self, batch: list[_Request]) -> None:
-        from spatialthinker_ros import model_frame
-        from spatialthinker_ros.parsing import parse_output
-
         prepared: list[tuple[_Request, np.ndarray, str, Any]] = []
         for request in batch:
             image = request.image
@@ -709,61 +706,79 @@ class InferenceEngine:
             return
 
         started = time.monotonic()
+        # Each row is delivered as soon as the backend has it: a stalled row of a remote
+        # backend must not hold back (or fail at its deadline) the answers of its batch-mates.
+        delivered: set[int] = set()
         try:
-            outputs: list[BackendOutput | BackendError] = self.backend.generate(
+            rows = self.backend.answers(
                 [p[1] for p in prepared],
                 [p[2] for p in prepared],
                 self.config.generation,
                 cancel=[p[0].cancel_event for p in prepared],
             )
+            for index, output in rows:
+                if not 0 <= index < len(prepared) or index in delivered:
+                    raise RuntimeError(f"backend returned row {index} of {len(prepared)} twice")
+                delivered.add(index)
+                self._deliver(prepared[index], output, time.monotonic() - started)
+            missing = BackendError(
+                f"backend returned no output ({len(delivered)} of {len(prepared)} rows)"
+            )
         except Exception as exc:
-            reason = f"backend error: {type(exc).__name__}: {exc}"
-            outputs = [BackendError(reason) for _ in prepared]
-        if len(outputs) != len(prepared):
-            outputs = [
-                BackendError(f"backend returned {len(outputs)} outputs for {len(prepared)}")
-            ] * len(prepared)
-        inference_s = time.monotonic() - started
+            missing = BackendError(f"backend error: {type(exc).__name__}: {exc}")
+        for index, row in enumerate(prepared):
+            if index not in delivered:
+                self._deliver(row, missing, time.monotonic() - started)
 
-        for (request, model_image, _prompt, frame), output in zip(prepared, outputs, strict=True):
-            if isinstance(output, BackendError):
-                outcome: EngineResult | RequestFailed = RequestFailed(output.reason, "backend")
-            else:
-                try:
-                    parsed = parse_output(
-                        output.text, image_size=frame.stated_size, options=request.options or None
+    def _deliver(
+        self,
+        row: tuple[_Request, np.ndarray, str, Any],
+        output: BackendOutput | BackendError,
+        inference_s: float,
+    ) -> None:
+        """Parse one backend output (boxes back to source pixels) and end its request."""
+        from spatialthinker_ros import model_frame
+        from spatialthinker_ros.parsing import parse_output
+
+        request, model_image, _prompt, frame = row
+        if isinstance(output, BackendError):
+            outcome: EngineResult | RequestFailed = RequestFailed(output.reason, "backend")
+        else:
+            try:
+                parsed = parse_output(
+                    output.text, image_size=frame.stated_size, options=request.options or None
+                )
+                if tuple(frame.stated_size) != tuple(frame.source_size):
+                    scaled = model_frame.scale_boxes(
+                        [obj.bbox for obj in parsed.objects],
+                        frame.stated_size,
+                        frame.source_size,
                     )
-                    if tuple(frame.stated_size) != tuple(frame.source_size):
-                        scaled = model_frame.scale_boxes(
-                            [obj.bbox for obj in parsed.objects],
-                            frame.stated_size,
-                            frame.source_size,
-                        )
-                        parsed.objects = [
-                            dataclasses.replace(obj, bbox=tuple(box))
-                            for obj, box in zip(parsed.objects, scaled, strict=True)
-                        ]
-                    done = time.monotonic()
-                    outcome = EngineResult(
-                        request_id=request.request_id,
-                        result=parsed,
-                        raw_text=output.text,
-                        model_image_size=(int(model_image.shape[1]), int(model_image.shape[0])),
-                        stated_size=tuple(frame.stated_size),
-                        queue_wait_s=request.started - request.submitted,
-                        inference_s=inference_s,
-                        total_s=done - request.submitted,
-                        prompt_tokens=output.prompt_tokens,
-                        output_tokens=output.output_tokens,
-                        model_name=self.backend.model_name,
-                    )
-                except Exception as exc:
-                    outcome = RequestFailed(
-                        f"could not read the model output: {type(exc).__name__}: {exc}", "error"
-                    )
-            with self._locked():
-                counter = "completed" if isinstance(outcome, EngineResult) else "failed"
-                self._finish_locked(request, outcome, counter)
+                    parsed.objects = [
+                        dataclasses.replace(obj, bbox=tuple(box))
+                        for obj, box in zip(parsed.objects, scaled, strict=True)
+                    ]
+                done = time.monotonic()
+                outcome = EngineResult(
+                    request_id=request.request_id,
+                    result=parsed,
+                    raw_text=output.text,
+                    model_image_size=(int(model_image.shape[1]), int(model_image.shape[0])),
+                    stated_size=tuple(frame.stated_size),
+                    queue_wait_s=request.started - request.submitted,
+                    inference_s=inference_s,
+                    total_s=done - request.submitted,
+                    prompt_tokens=output.prompt_tokens,
+                    output_tokens=output.output_tokens,
+                    model_name=self.backend.model_name,
+                )
+            except Exception as exc:
+                outcome = RequestFailed(
+                    f"could not read the model output: {type(exc).__name__}: {exc}", "error"
+                )
+        with self._locked():
+            counter = "completed" if isinstance(outcome, EngineResult) else "failed"
+            self._finish_locked(request, outcome, counter)
 
     # ------------------------------------------------------------------ diagnostics
     @property

@@ -2,7 +2,9 @@
 
 It speaks just enough of the API for the ``openai`` client (``POST /v1/chat/completions``,
 ``GET /v1/models``), answers with scripted texts, records every request, and can misbehave on
-purpose: answer HTTP 500 the next N times, answer slowly, or send a malformed body.
+purpose: answer HTTP 500 the next N times, answer slowly, or send a malformed body. A scripted
+reply may also be a :class:`RawReply`, a hostile server's answer: any body and headers, sent a
+byte at a time, endless, compressed, or held back until the test releases it.
 
 In-process use::
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import socket
 import sys
@@ -27,11 +30,51 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-Reply = str | Callable[[dict[str, Any]], str]
+
+@dataclass
+class RawReply:
+    """A hand-made HTTP reply, for hostile-server tests.
+
+    Attributes:
+        body: Bytes sent as the body (see ``endless``).
+        status: HTTP status.
+        headers: Extra headers (e.g. ``{"Content-Encoding": "gzip"}``).
+        drip_s: Seconds between body bytes, sent one at a time (0: all at once).
+        endless: The body never ends: ``body`` is sent over and over until the client leaves.
+        hold: Wait for this event before answering (a stalled request the test releases).
+    """
+
+    body: bytes = b""
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    drip_s: float = 0.0
+    endless: bool = False
+    hold: threading.Event | None = None
+
+
+def completion_body(text: str, **fields: Any) -> bytes:
+    """A chat-completion JSON body answering ``text``; ``fields`` replace top-level fields
+    (e.g. ``usage="garbage"`` or ``choices=[]``)."""
+    body: dict[str, Any] = {
+        "id": "chatcmpl-raw",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": "OX-PIXL/SpatialThinker-7B",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110},
+    }
+    body.update(fields)
+    return json.dumps(body).encode()
+
+
+Reply = str | RawReply | Callable[[dict[str, Any]], "str | RawReply"]
 
 
 class ScriptedOpenAIServer:
@@ -65,6 +108,8 @@ class ScriptedOpenAIServer:
         self._in_flight = 0
         self._connections: set[socket.socket] = set()
         self.max_in_flight_seen = 0
+        # Raw replies whose client closed the connection before the body was complete.
+        self.abandoned = 0
         self._httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -142,6 +187,8 @@ class ScriptedOpenAIServer:
                 return "malformed", None
             reply = self._replies.popleft() if self._replies else self.default_reply
         text = reply(body) if callable(reply) else reply
+        if isinstance(text, RawReply):
+            return "raw", text
         return "ok", text
 
     def _completion(self, body: dict[str, Any], text: str) -> dict[str, Any]:
@@ -194,6 +241,33 @@ class ScriptedOpenAIServer:
                     self.end_headers()
                     self.wfile.write(payload)
 
+            def _send_raw(self, reply: RawReply) -> None:
+                if reply.hold is not None:
+                    reply.hold.wait()
+                try:
+                    self.send_response(reply.status)
+                    for name, value in reply.headers.items():
+                        self.send_header(name, value)
+                    if "Content-Type" not in reply.headers:
+                        self.send_header("Content-Type", "application/json")
+                    length = 10**12 if reply.endless else len(reply.body)
+                    self.send_header("Content-Length", str(length))
+                    self.end_headers()
+                    self.wfile.flush()
+                    for piece in itertools.repeat(reply.body) if reply.endless else [reply.body]:
+                        if reply.drip_s > 0:
+                            for index in range(len(piece)):
+                                self.wfile.write(piece[index : index + 1])
+                                self.wfile.flush()
+                                time.sleep(reply.drip_s)
+                        else:
+                            self.wfile.write(piece)
+                    self.wfile.flush()
+                except (OSError, ValueError):  # the client gave up and closed the connection
+                    with server._lock:
+                        server.abandoned += 1
+                    self.close_connection = True
+
             def do_GET(self) -> None:
                 if self.path.rstrip("/").endswith("/models"):
                     data = {
@@ -226,6 +300,8 @@ class ScriptedOpenAIServer:
                     if action == "status":
                         err = {"error": {"message": "scripted failure", "type": "server_error"}}
                         self._send(int(value), json.dumps(err).encode(), "application/json")
+                    elif action == "raw":
+                        self._send_raw(value)
                     elif action == "malformed":
                         self._send(200, b'{"choices": [ this is not json', "application/json")
                     else:

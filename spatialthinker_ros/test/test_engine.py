@@ -568,3 +568,39 @@ def test_done_callback_may_submit_the_next_request(double, engines) -> None:
     late = engine.submit(_image(), "late")
     late.future.add_done_callback(lambda f: seen.append(f.exception().kind))
     assert seen == ["rejected"]
+
+
+def test_answers_of_a_batch_are_delivered_while_a_batch_mate_stalls() -> None:
+    # Issue 17, Medium 4: one stalled request of a batch must not hold back (or fail at its
+    # deadline) the answers the server already gave its batch-mates.
+    from scripted_openai_server import RawReply, completion_body
+
+    from spatialthinker_ros.backends import create_backend
+
+    release = threading.Event()
+
+    def reply(body: dict) -> str | RawReply:
+        question = question_of(request_texts(body)[0])
+        if question == "stall?":
+            return RawReply(body=completion_body(answer_for(question)), hold=release)
+        return answer_for(question)
+
+    with ScriptedOpenAIServer(default_reply=reply) as server:
+        backend = create_backend(
+            "openai", base_url=server.base_url, max_in_flight=4, timeout_s=120.0
+        )
+        # The worker waits for all three to form one batch.
+        engine = InferenceEngine(backend, EngineConfig(max_batch_size=3, batch_wait_s=WAIT))
+        engine.start()
+        try:
+            questions = ["fast 1?", "stall?", "fast 2?"]
+            handles = [engine.submit(_image(), q, timeout=120.0) for q in questions]
+            fast = [handles[0].result(WAIT * 3), handles[2].result(WAIT * 3)]
+            assert [r.result.reasoning for r in fast] == ["fast 1?", "fast 2?"]
+            assert not handles[1].future.done()  # still waiting for its server answer
+            assert engine.stats()["batches"] == 1
+            release.set()
+            assert handles[1].result(WAIT * 3).result.reasoning == "stall?"
+        finally:
+            release.set()
+            engine.shutdown("done")

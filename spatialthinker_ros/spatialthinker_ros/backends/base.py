@@ -7,9 +7,10 @@ its own, so one bad request never takes its batch-mates down with it.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,6 +60,16 @@ class BackendError(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+Row = tuple[int, BackendOutput | BackendError]
+"""One finished row of a batch: its index in the batch and its outcome."""
+
+
+def clean_text(text: str) -> str:
+    """Remove NUL characters: ROS strings are C strings, and a NUL cuts everything after it
+    (a model answer ``"\\x00(A) left"`` would be published as an empty string)."""
+    return text.replace("\x00", "")
 
 
 class Backend(ABC):
@@ -112,6 +123,45 @@ class Backend(ABC):
         Returns:
             One entry per row, in order: the output or the reason that row failed.
         """
+
+    def generate_rows(
+        self,
+        images: list[np.ndarray],
+        prompts: list[str],
+        settings: GenerationSettings,
+        cancel: Sequence[threading.Event] | None = None,
+    ) -> Iterator[Row]:
+        """Yield each row as soon as it is finished, in any order (same arguments as
+        ``generate``).
+
+        The default runs one ``generate`` call and yields its rows in order (one model batch
+        finishes together). Backends whose rows finish independently (one HTTP request per row)
+        override this, so a stalled row does not hold back the answers of its batch-mates.
+        """
+        yield from enumerate(self.generate(images, prompts, settings, cancel))
+
+    def redact(self, text: str) -> str:
+        """Remove secrets from a failure reason (nothing to remove by default)."""
+        return text
+
+    def answers(
+        self,
+        images: list[np.ndarray],
+        prompts: list[str],
+        settings: GenerationSettings,
+        cancel: Sequence[threading.Event] | None = None,
+    ) -> Iterator[Row]:
+        """``generate_rows`` through the one gate every outcome leaves a backend by.
+
+        Every reason is redacted and NUL is stripped from every text and reason here, so no
+        code path inside a backend (an error built while reading a response, a model's raw
+        output) can leak a secret or cut a published string.
+        """
+        for index, output in self.generate_rows(images, prompts, settings, cancel):
+            if isinstance(output, BackendError):
+                yield index, BackendError(clean_text(self.redact(output.reason)))
+            else:
+                yield index, dataclasses.replace(output, text=clean_text(output.text))
 
     @property
     def state(self) -> str:

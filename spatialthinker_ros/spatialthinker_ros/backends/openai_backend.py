@@ -14,8 +14,8 @@ import os
 import re
 import threading
 import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
 import numpy as np
@@ -25,10 +25,14 @@ from spatialthinker_ros.backends.base import (
     BackendError,
     BackendOutput,
     GenerationSettings,
+    Row,
 )
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 DEFAULT_SERVED_MODEL = "OX-PIXL/SpatialThinker-7B"
+# A chat completion of max_new_tokens is a few kB; 8 MiB leaves room for logprobs and proxies'
+# error pages while keeping a runaway or hostile body (or a compression bomb) out of memory.
+DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 
 _LOG = logging.getLogger(__name__)
 
@@ -73,7 +77,8 @@ class OpenAIBackend(Backend):
         api_key_env: Name of the environment variable holding the API key. The key itself is
             never a setting (settings end up in logs and launch files). When the variable is
             unset, "EMPTY" is sent, which local vLLM/SGLang servers accept.
-        timeout_s: Per-request timeout (connect + read), seconds.
+        timeout_s: Total time one HTTP request may take (connect, send, and reading the whole
+            response), seconds; not just the gap between bytes.
         max_retries: Extra attempts after a connection error or a 5xx answer.
         backoff_s: First retry delay; doubles per retry.
         max_in_flight: HTTP requests in flight at once (across all batches).
@@ -81,6 +86,10 @@ class OpenAIBackend(Backend):
         jpeg_quality: JPEG quality 1 to 100.
         check_on_load: Ask the server for its models on ``load`` and log what it says (an
             unreachable server does not fail loading: it may come up later).
+        max_response_bytes: Largest response body accepted, on the wire and decompressed.
+
+    Proxy environment variables are not used: requests go straight to ``base_url`` (a proxy
+    transport would bypass the deadline and size bound).
     """
 
     name = "openai"
@@ -98,6 +107,7 @@ class OpenAIBackend(Backend):
         image_format: str = "jpeg",
         jpeg_quality: int = 90,
         check_on_load: bool = True,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
@@ -116,6 +126,7 @@ class OpenAIBackend(Backend):
         self.image_format = image_format
         self.jpeg_quality = int(jpeg_quality)
         self.check_on_load = check_on_load
+        self.max_response_bytes = int(max_response_bytes)
         self._client: Any = None
         self._pool: ThreadPoolExecutor | None = None
         self._state = "not loaded"
@@ -145,21 +156,34 @@ class OpenAIBackend(Backend):
 
     def load(self) -> None:
         """Create the client (and probe the server when ``check_on_load``)."""
+        import httpx2
         import openai
+
+        from spatialthinker_ros.backends.bounded_http import BoundedTransport, request_budget
 
         with self._lock:
             if self._client is not None:
                 return
             api_key = os.environ.get(self.api_key_env) or "EMPTY"
+            http_client = httpx2.Client(
+                transport=BoundedTransport(self.max_in_flight, self.max_response_bytes),
+                timeout=self.timeout_s,
+                trust_env=False,
+            )
             # Retries are ours (with backoff and cancellation); the client's would hide them.
             self._client = openai.OpenAI(
-                base_url=self.base_url, api_key=api_key, timeout=self.timeout_s, max_retries=0
+                base_url=self.base_url,
+                api_key=api_key,
+                timeout=self.timeout_s,
+                max_retries=0,
+                http_client=http_client,
             )
             self._pool = ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="openai-req")
             self._state = "loaded"
         if self.check_on_load:
             try:
-                served = [m.id for m in self._client.with_options(timeout=5.0).models.list()]
+                with request_budget(5.0):
+                    served = [m.id for m in self._client.with_options(timeout=5.0).models.list()]
             except Exception as exc:
                 self._state = "loaded (server unreachable at load)"
                 _LOG.warning(
@@ -205,7 +229,7 @@ class OpenAIBackend(Backend):
         settings: GenerationSettings,
         cancel: threading.Event | None,
     ) -> BackendOutput | BackendError:
-        import openai
+        from spatialthinker_ros.backends.bounded_http import request_budget
 
         client = self._client
         if client is None:
@@ -223,31 +247,29 @@ class OpenAIBackend(Backend):
             if cancel is not None and cancel.is_set():
                 return BackendError("cancelled")
             try:
-                response = client.chat.completions.create(
-                    model=self.served_model,
-                    messages=messages,
-                    max_tokens=int(settings.max_new_tokens),
-                    temperature=float(settings.temperature),
-                    **extra,
-                )
-                return self._read(response, time.perf_counter() - started)
-            except openai.APITimeoutError:
-                # A slow server is not helped by sending it the same work again.
-                return BackendError(
-                    f"request to {self.base_url} timed out after {self.timeout_s:g} s"
-                )
-            except (openai.APIConnectionError, openai.InternalServerError) as exc:
-                retryable = True
-                reason = self._reason(exc)
-            except openai.APIStatusError as exc:
-                retryable = exc.status_code >= 500
-                reason = self._reason(exc)
-            except Exception as exc:  # malformed bodies and anything unexpected
-                retryable = False
-                reason = f"bad response from {self.base_url}: {type(exc).__name__}: {exc}"
-            reason = self._redact(reason)
+                # One total deadline per HTTP request; cancelling closes its connection.
+                with request_budget(self.timeout_s, cancel):
+                    response = client.chat.completions.create(
+                        model=self.served_model,
+                        messages=messages,
+                        max_tokens=int(settings.max_new_tokens),
+                        temperature=float(settings.temperature),
+                        **extra,
+                    )
+                output = self._read(response, time.perf_counter() - started)
+            except Exception as exc:
+                if cancel is not None and cancel.is_set():
+                    return BackendError("cancelled")
+                retryable, reason = self._classify(exc)
+            else:
+                ok = not isinstance(output, BackendError)
+                self._set_state("loaded" if ok else f"failing: {self.redact(output.reason)}")
+                return output
+            reason = self.redact(reason)
             if not retryable or attempt >= self.max_retries:
                 tries = f" after {attempt + 1} attempts" if attempt else ""
+                # Diagnostics show the server failing until a request succeeds again.
+                self._set_state(f"failing: {reason}{tries}")
                 return BackendError(reason + tries)
             delay = self.backoff_s * (2**attempt)
             attempt += 1
@@ -258,9 +280,40 @@ class OpenAIBackend(Backend):
             else:
                 time.sleep(delay)
 
-    def _redact(self, text: str) -> str:
+    def _set_state(self, state: str) -> None:
+        with self._lock:
+            if self._client is not None:  # an unload in between has the last word
+                self._state = state
+
+    def _classify(self, exc: Exception) -> tuple[bool, str]:
+        """Whether a failed attempt is worth retrying, and the reason users see."""
+        import httpx2
+        import openai
+
+        from spatialthinker_ros.backends.bounded_http import ResponseTooLarge
+
+        chain: list[BaseException] = []
+        cause: BaseException | None = exc
+        while cause is not None and cause not in chain:
+            chain.append(cause)
+            cause = cause.__cause__ or cause.__context__
+        too_large = next((c for c in chain if isinstance(c, ResponseTooLarge)), None)
+        if too_large is not None:
+            return False, f"response from {self.base_url} refused: {too_large}"
+        if any(isinstance(c, openai.APITimeoutError | httpx2.TimeoutException) for c in chain):
+            # A slow server is not helped by sending it the same work again.
+            return False, f"request to {self.base_url} timed out after {self.timeout_s!r} s"
+        if isinstance(exc, openai.APIConnectionError | openai.InternalServerError):
+            return True, self._reason(exc)
+        if isinstance(exc, openai.APIStatusError):
+            return exc.status_code >= 500, self._reason(exc)
+        # Malformed bodies and anything unexpected.
+        return False, f"bad response from {self.base_url}: {type(exc).__name__}: {exc}"
+
+    def redact(self, text: str) -> str:
         """Remove the API key from a reason: servers and proxies echo it in error bodies
-        ("Incorrect API key provided: sk-..."), and reasons reach logs and /diagnostics."""
+        ("Incorrect API key provided: sk-...") and in response fields, and reasons reach
+        logs and /diagnostics. ``answers`` applies it to every reason that leaves."""
         key = os.environ.get(self.api_key_env, "")
         if len(key) >= 4:
             text = text.replace(key, "[redacted]")
@@ -282,10 +335,48 @@ class OpenAIBackend(Backend):
         text = getattr(message, "content", None)
         if not isinstance(text, str):
             return BackendError("malformed response: the first choice has no text content")
+        # Token counts are informational: a malformed usage field must not cost the answer.
         usage = getattr(response, "usage", None)
-        prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
-        output_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+        prompt_tokens = _token_count(getattr(usage, "prompt_tokens", 0))
+        output_tokens = _token_count(getattr(usage, "completion_tokens", 0))
         return BackendOutput(text, prompt_tokens, output_tokens, seconds)
+
+    def generate_rows(
+        self,
+        images: list[np.ndarray],
+        prompts: list[str],
+        settings: GenerationSettings,
+        cancel: Sequence[threading.Event] | None = None,
+    ) -> Iterator[Row]:
+        """Send every row as its own request (concurrently, within ``max_in_flight``) and
+        yield each as its answer arrives.
+
+        A cancelled row stops retrying and its connection is closed.
+        """
+        if len(images) != len(prompts):
+            raise ValueError("images and prompts differ in length")
+        pool = self._pool
+        if pool is None:
+            yield from (
+                (i, BackendError(f"backend not loaded ({self._state})")) for i in range(len(images))
+            )
+            return
+        events = list(cancel) if cancel is not None else [None] * len(images)
+        try:
+            futures = {
+                pool.submit(self._one, image, prompt, settings, event): index
+                for index, (image, prompt, event) in enumerate(
+                    zip(images, prompts, events, strict=True)
+                )
+            }
+        except RuntimeError as exc:  # pool shut down by a concurrent unload
+            yield from ((i, BackendError(f"backend unloaded: {exc}")) for i in range(len(images)))
+            return
+        for future in as_completed(futures):
+            try:
+                yield futures[future], future.result()
+            except Exception as exc:
+                yield futures[future], BackendError(f"request failed: {type(exc).__name__}: {exc}")
 
     def generate(
         self,
@@ -294,28 +385,17 @@ class OpenAIBackend(Backend):
         settings: GenerationSettings,
         cancel: Sequence[threading.Event] | None = None,
     ) -> list[BackendOutput | BackendError]:
-        """Send every row as its own request (concurrently, within ``max_in_flight``).
-
-        A cancelled row stops retrying; an HTTP request already sent runs to its end on the
-        server and its answer is discarded by the engine.
-        """
-        if len(images) != len(prompts):
-            raise ValueError("images and prompts differ in length")
-        pool = self._pool
-        if pool is None:
-            return [BackendError(f"backend not loaded ({self._state})") for _ in images]
-        events = list(cancel) if cancel is not None else [None] * len(images)
-        try:
-            futures = [
-                pool.submit(self._one, image, prompt, settings, event)
-                for image, prompt, event in zip(images, prompts, events, strict=True)
-            ]
-        except RuntimeError as exc:  # pool shut down by a concurrent unload
-            return [BackendError(f"backend unloaded: {exc}") for _ in images]
-        results: list[BackendOutput | BackendError] = []
-        for future in futures:
-            try:
-                results.append(future.result())
-            except Exception as exc:
-                results.append(BackendError(f"request failed: {type(exc).__name__}: {exc}"))
+        """Answer a batch (rows in order; see ``generate_rows``)."""
+        results: list[BackendOutput | BackendError] = [BackendError("no answer")] * len(images)
+        for index, output in self.answers(images, prompts, settings, cancel):
+            results[index] = output
         return results
+
+
+def _token_count(value: Any) -> int:
+    """A usage count as a non-negative int; 0 when the server sent something else."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0
+    if not 0 <= value < 2**53:  # also false for NaN
+        return 0
+    return int(value)
