@@ -12,8 +12,8 @@ pointed at a scripted loopback server that answers at once; overhead = call
 round trip minus the backend's own time (SpatialAnswer.inference_s). Goal:
 <= 10 ms at 640x480.
 
-Run from the repository root: ``.venv/bin/python benchmarks/bench_node.py``
-(the Makefile's environment, or AMENT_PREFIX_PATH=.venv).
+Run from the repository root: ``.venv-jazzy/bin/python benchmarks/bench_node.py``
+(the Makefile's environment, or AMENT_PREFIX_PATH=.venv-jazzy).
 """
 
 from __future__ import annotations

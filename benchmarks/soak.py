@@ -10,7 +10,7 @@ mode on, and several service and action clients asking without pause. Checks:
   no call without a response (hung);
 - no executor stall: /diagnostics keeps arriving at its period.
 
-    .venv/bin/python benchmarks/soak.py --duration 600
+    .venv-jazzy/bin/python benchmarks/soak.py --duration 600
 """
 
 from __future__ import annotations

@@ -51,18 +51,20 @@ class DemoError(Exception):
 
 
 def _local_dir_hint(model: str) -> str:
+    # This venv's CLI (.venv-jazzy or .venv-kilted, whichever runs the demo).
+    cli = os.path.relpath(Path(sys.prefix) / "bin" / "spatialthinker")
     if Path(model).expanduser().is_dir():
         return (
             f"{model!r} is not a usable model directory: it must hold config.json, the weights "
             "and the processor files of SpatialThinker-7B (or of a tiny model from "
-            "`.venv/bin/spatialthinker tiny-model DIR`)."
+            f"`{cli} tiny-model DIR`)."
         )
     return (
         f"The model {model!r} could not be fetched or found (no network, or not in the Hugging "
         "Face cache). Pass a local directory holding the model instead, e.g.\n"
         "    make demo MODEL=/path/to/SpatialThinker-7B\n"
         "or, for a no-download smoke run with a tiny random model:\n"
-        "    .venv/bin/spatialthinker tiny-model models/tiny && make demo MODEL=models/tiny"
+        f"    {cli} tiny-model models/tiny && make demo MODEL=models/tiny"
     )
 
 
