@@ -15,9 +15,13 @@ import itertools
 import statistics
 import struct
 import threading
+import weakref
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 # CDR encapsulation identifiers (first two bytes of a serialized message).
 _CDR_LITTLE_ENDIAN = (b"\x00\x01", b"\x00\x03", b"\x00\x07", b"\x00\x09", b"\x00\x0b")
@@ -54,11 +58,16 @@ def cdr_header_stamp(data: bytes) -> float:
 
 @dataclass
 class StampedItem:
-    """One buffered message (serialized or not) and its header stamp in seconds."""
+    """One buffered message (serialized or not) and its header stamp in seconds.
+
+    ``decoded`` is the message's decoded form while any request still holds it (see
+    :meth:`FrameBuffer.decoded`).
+    """
 
     stamp: float
     message: Any
     received: float
+    decoded: tuple[Any, weakref.ref[np.ndarray]] | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -121,6 +130,7 @@ class FrameBuffer:
 
     def __init__(self, colour_history: int = 4, depth_history: int = 8) -> None:
         self._lock = threading.Lock()
+        self._decode_lock = threading.Lock()
         self._colour: deque[StampedItem] = deque(maxlen=max(1, colour_history))
         self._depth: deque[StampedItem] = deque(maxlen=max(1, depth_history))
         self.colour_stats = TopicStats()
@@ -137,6 +147,34 @@ class FrameBuffer:
         with self._lock:
             self._depth.append(StampedItem(stamp, message, received))
             self.depth_stats.record(received)
+
+    def decoded(
+        self, item: StampedItem, decode: Callable[[Any], tuple[Any, np.ndarray]]
+    ) -> tuple[Any, np.ndarray]:
+        """``decode(item.message)``, computed once for every request on the same frame.
+
+        Requests that arrive together mostly take the same (newest) frame; each decoding it
+        again would hold its own copy of the pixels (a 4096x4096 frame is 50 MB). The result
+        is shared while any request holds its array (a weak reference: the last request to
+        finish frees it). Callers must not modify the array.
+
+        Args:
+            item: A buffered item (from :meth:`select`).
+            decode: Turns the message into ``(header, pixels)``; raises on bad input (not
+                cached: every request gets the error).
+
+        Returns:
+            ``(header, pixels)``.
+        """
+        with self._decode_lock:  # two callers on one frame: the second waits and shares
+            if item.decoded is not None:
+                header, ref = item.decoded
+                pixels = ref()
+                if pixels is not None:
+                    return header, pixels
+            header, pixels = decode(item.message)
+            item.decoded = (header, weakref.ref(pixels))
+            return header, pixels
 
     def clear(self) -> None:
         """Forget every buffered message (on deactivate: old frames must not serve)."""

@@ -30,9 +30,11 @@ import numpy as np
 
 __all__ = [
     "COLOUR_ENCODINGS",
+    "DEFAULT_MAX_DECODE_SIZE",
     "DEPTH_ENCODINGS",
     "ENCODINGS",
     "EncodingInfo",
+    "check_encoded_size",
     "decode_compressed_depth",
     "decode_compressed_image",
     "encode_compressed_depth",
@@ -281,6 +283,78 @@ def image_to_rgb(msg: Any) -> np.ndarray:
 # --- CompressedImage -----------------------------------------------------------------------
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_JPEG_MAGIC = b"\xff\xd8"
+# JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic): they carry the size.
+_JPEG_SOF = frozenset(
+    {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+)
+#: Largest (width, height) decoded by default. A few hundred kB of PNG can claim 60000 x 60000
+#: pixels (gigabytes once decoded), so the size in the header is checked before decoding.
+DEFAULT_MAX_DECODE_SIZE = (4096, 4096)
+
+
+def _encoded_size(data: bytes) -> tuple[int, int]:
+    """(width, height) written in a PNG or JPEG header, without decoding the pixels."""
+    if data.startswith(_PNG_MAGIC):
+        if len(data) < 24 or data[12:16] != b"IHDR":
+            raise ValueError("could not decode: PNG data has no IHDR header")
+        width, height = struct.unpack_from(">II", data, 16)
+        return int(width), int(height)
+    if data.startswith(_JPEG_MAGIC):
+        pos = 2
+        while pos + 4 <= len(data):
+            if data[pos] != 0xFF:  # stray bytes before a marker: skip them, as libjpeg does
+                pos += 1
+                continue
+            marker = data[pos + 1]
+            if marker == 0xFF:  # fill byte
+                pos += 1
+                continue
+            if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
+                pos += 2
+                continue
+            (length,) = struct.unpack_from(">H", data, pos + 2)
+            if marker in _JPEG_SOF:
+                if pos + 9 > len(data):
+                    break
+                height, width = struct.unpack_from(">HH", data, pos + 5)
+                return int(width), int(height)
+            if marker == 0xDA or length < 2:  # image data before any frame header
+                break
+            pos += 2 + length
+        raise ValueError("could not decode: JPEG data has no frame header with the image size")
+    raise ValueError(
+        "could not decode: compressed data is neither PNG nor JPEG (the formats image_transport"
+        " writes)"
+    )
+
+
+def check_encoded_size(
+    data: bytes, max_size: tuple[int, int] = DEFAULT_MAX_DECODE_SIZE
+) -> tuple[int, int]:
+    """Read the image size from a PNG or JPEG header and refuse it before decoding if too big.
+
+    Args:
+        data: The encoded image.
+        max_size: Largest ``(width, height)`` accepted.
+
+    Returns:
+        ``(width, height)`` from the header.
+
+    Raises:
+        ValueError: Not PNG or JPEG, no readable header, or larger than ``max_size`` (the
+            message names both sizes).
+    """
+    width, height = _encoded_size(data.tobytes() if isinstance(data, np.ndarray) else bytes(data))
+    max_width, max_height = max_size
+    if width > max_width or height > max_height:
+        raise ValueError(
+            f"compressed image claims {width}x{height} pixels, more than the limit of"
+            f" {max_width}x{max_height}; refused before decoding"
+        )
+    return width, height
+
+
 # compressed_depth_image_transport's ConfigHeader: enum compressionFormat (int32) followed by
 # float depthParam[2]; written in the publisher's (in practice little-endian) byte order.
 _DEPTH_HEADER = struct.Struct("<iff")
@@ -294,7 +368,9 @@ def _compressed_bytes(msg: Any) -> np.ndarray:
     return data
 
 
-def decode_compressed_image(msg: Any) -> np.ndarray:
+def decode_compressed_image(
+    msg: Any, max_size: tuple[int, int] = DEFAULT_MAX_DECODE_SIZE
+) -> np.ndarray:
     """Decode a ``sensor_msgs/CompressedImage`` (jpeg or png) to RGB uint8 ``HxWx3``.
 
     image_transport's ``compressed`` plugin encodes colour as BGR (format strings like
@@ -303,20 +379,23 @@ def decode_compressed_image(msg: Any) -> np.ndarray:
 
     Args:
         msg: A ``sensor_msgs.msg.CompressedImage``.
+        max_size: Largest ``(width, height)`` decoded (see :func:`check_encoded_size`).
 
     Returns:
         RGB uint8 array.
 
     Raises:
-        ValueError: ``compressedDepth`` payloads (use :func:`decode_compressed_depth`), empty or
-            undecodable data.
+        ValueError: ``compressedDepth`` payloads (use :func:`decode_compressed_depth`), empty,
+            undecodable or too large data.
     """
     fmt = str(msg.format)
     if "compresseddepth" in fmt.lower():
         raise ValueError(
             f"format {fmt!r} is a compressedDepth image; use decode_compressed_depth()"
         )
-    img = cv2.imdecode(_compressed_bytes(msg), cv2.IMREAD_UNCHANGED)
+    data = _compressed_bytes(msg)
+    check_encoded_size(data, max_size)
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if img is None:
         raise ValueError(f"could not decode compressed image (format {fmt!r})")
     if img.ndim == 2:
@@ -328,7 +407,9 @@ def decode_compressed_image(msg: Any) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def decode_compressed_depth(msg: Any) -> tuple[np.ndarray, str]:
+def decode_compressed_depth(
+    msg: Any, max_size: tuple[int, int] = DEFAULT_MAX_DECODE_SIZE
+) -> tuple[np.ndarray, str]:
     """Decode a ``compressedDepth`` ``sensor_msgs/CompressedImage``.
 
     The payload (image_transport's compressed_depth plugin, format like
@@ -340,6 +421,7 @@ def decode_compressed_depth(msg: Any) -> tuple[np.ndarray, str]:
 
     Args:
         msg: A ``sensor_msgs.msg.CompressedImage``.
+        max_size: Largest ``(width, height)`` decoded (see :func:`check_encoded_size`).
 
     Returns:
         ``(array, encoding)``: uint16 millimetres with ``"16UC1"``, or float32 metres (NaN for
@@ -376,6 +458,7 @@ def decode_compressed_depth(msg: Any) -> tuple[np.ndarray, str]:
             raise ValueError("compressedDepth data does not hold a PNG after its 12-byte header")
         params = (fmt_enum, a, b)
         png = data[_DEPTH_HEADER.size :]
+    check_encoded_size(png, max_size)
     img = cv2.imdecode(png, cv2.IMREAD_UNCHANGED)
     if img is None:
         raise ValueError("could not decode the compressedDepth PNG")

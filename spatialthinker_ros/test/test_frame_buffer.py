@@ -104,3 +104,39 @@ def test_future_frames_after_old_ones_are_reported_as_future() -> None:
     buffer = _buffer([10.0, 99.0, 99.1], [])
     with pytest.raises(NoFrameError, match="stamped in the future"):
         buffer.select(now=40.0, max_frame_age=1.0, sync_slop=0.05)
+
+
+def test_requests_on_one_frame_share_one_decoded_copy() -> None:
+    # Issue 17, Medium 5: every queued request used to hold its own decoded frame.
+    import gc
+
+    import numpy as np
+
+    buffer = _buffer([1.0], [])
+    item = buffer.select(1.0, 1.0, 0.05, use_depth=False).colour
+    calls = []
+
+    def decode(message: object) -> tuple[str, np.ndarray]:
+        calls.append(message)
+        return "header", np.zeros((4, 4, 3), dtype=np.uint8)
+
+    header, first = buffer.decoded(item, decode)
+    _, second = buffer.decoded(buffer.select(1.0, 1.0, 0.05, use_depth=False).colour, decode)
+    assert second is first and header == "header" and len(calls) == 1
+    # Once no request holds it, it is freed, and the next request decodes again.
+    del first, second
+    gc.collect()
+    _, third = buffer.decoded(item, decode)
+    assert len(calls) == 2 and third.shape == (4, 4, 3)
+
+
+def test_a_failed_decode_is_not_shared() -> None:
+    buffer = _buffer([1.0], [])
+    item = buffer.select(1.0, 1.0, 0.05, use_depth=False).colour
+
+    def decode(message: object) -> tuple[str, object]:
+        raise ValueError("broken frame")
+
+    for _ in range(2):
+        with pytest.raises(ValueError, match="broken frame"):
+            buffer.decoded(item, decode)

@@ -262,3 +262,61 @@ def test_compressed_depth_errors(fmt: str, data: bytes, needle: str) -> None:
     with pytest.raises(ValueError) as info:
         decode_compressed_depth(msg)
     assert needle in str(info.value)
+
+
+def png_bomb(width: int, height: int) -> bytes:
+    """A valid grey PNG of ``width x height`` zero pixels, a few hundred kB for gigapixels."""
+    import zlib
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        crc = zlib.crc32(kind + payload) & 0xFFFFFFFF
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
+
+    compressor = zlib.compressobj(9)
+    row = bytes(width + 1)  # filter byte + pixels
+    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg", "progressive"])
+def test_encoded_size_is_read_from_the_header(fmt: str) -> None:
+    from spatialthinker_ros.images import check_encoded_size
+
+    image = np.zeros((37, 53, 3), dtype=np.uint8)
+    if fmt == "png":
+        ok, buf = cv2.imencode(".png", image)
+    else:
+        params = [cv2.IMWRITE_JPEG_PROGRESSIVE, int(fmt == "progressive")]
+        ok, buf = cv2.imencode(".jpg", image, params)
+    assert ok
+    assert check_encoded_size(buf.tobytes()) == (53, 37)
+
+
+def test_decompression_bomb_is_refused_before_decoding() -> None:
+    # Issue 17, Medium 5: a small PNG claiming 12000 x 12000 pixels (432 MB as RGB).
+    import resource
+
+    bomb = png_bomb(12000, 12000)
+    assert len(bomb) < 400_000
+    msg = CompressedImage(format="png", data=bomb)
+    peak_before_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ValueError, match=r"claims 12000x12000 pixels, more than the limit of "):
+        decode_compressed_image(msg)
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before_kib) / 1024
+    assert grown_mib < 50, f"peak memory grew by {grown_mib:.0f} MiB"
+    # The limit is the caller's: a larger one decodes the same data.
+    small = CompressedImage(format="png", data=png_bomb(300, 200))
+    with pytest.raises(ValueError, match="300x200"):
+        decode_compressed_image(small, max_size=(299, 4096))
+    assert decode_compressed_image(small, max_size=(300, 200)).shape == (200, 300, 3)
+
+
+def test_compressed_depth_bomb_is_refused_before_decoding() -> None:
+    from spatialthinker_ros.images import decode_compressed_depth
+
+    msg = CompressedImage(format="16UC1; compressedDepth png", data=png_bomb(100, 80))
+    with pytest.raises(ValueError, match="claims 100x80 pixels"):
+        decode_compressed_depth(msg, max_size=(64, 64))
