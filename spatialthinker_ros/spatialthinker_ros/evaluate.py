@@ -34,6 +34,7 @@ from spatialthinker_ros.offline import (
     OfflineEngine,
     Progress,
     add_engine_arguments,
+    json_line,
     load_rgb,
     output_path,
     positive_int,
@@ -42,6 +43,9 @@ from spatialthinker_ros.offline import (
 )
 
 __all__ = ["EvalItem", "add_eval_command", "load_items", "run_eval", "summarise"]
+
+# Characters of an item's id used in its annotated image's file name.
+MAX_ID_IN_NAME = 64
 
 _LETTER = re.compile(r"^\(?\s*([A-Za-z])\s*\)?$")
 
@@ -206,7 +210,7 @@ def run_eval(args: argparse.Namespace) -> int:
                         f"line {item.line} ({item.id}): {record['choice'] or '-'} vs "
                         f"{item.answer}: {verdict}"
                     )
-                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+                out.write(json_line(record))
                 out.flush()
 
             for item in items:
@@ -265,8 +269,13 @@ def _score(
         total_s=answer["total_s"],
     )
     if args.annotate and rgb is not None:
-        path = write_annotated(args.output, f"item_{item.line:06d}_{item.id}.png", rgb, answer)
-        record["annotated"] = path.name
+        # The id is the data set's: keep the file name within file-system limits (the line
+        # number keeps it unique), and let a failed image cost only the image, not the run.
+        name = f"item_{item.line:06d}_{item.id[:MAX_ID_IN_NAME]}.png"
+        try:
+            record["annotated"] = write_annotated(args.output, name, rgb, answer).name
+        except (CommandError, OSError, ValueError) as error:
+            record["warnings"] = [*record["warnings"], f"annotated image not written: {error}"]
     return record
 
 

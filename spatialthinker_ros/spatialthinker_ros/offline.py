@@ -274,9 +274,24 @@ def load_rgb(path: str | Path) -> np.ndarray:
     Raises:
         CommandError: Missing file or not a readable image.
     """
+    import contextlib
+
     import cv2
 
+    from spatialthinker_ros.images import (
+        DEFAULT_MAX_DECODE_SIZE,
+        ImageTooLarge,
+        check_encoded_size,
+    )
+
     file = _existing_file(path, "image")
+    # PNG and JPEG sizes are checked from their headers before decoding (decompression bombs);
+    # a damaged header is left to OpenCV to report.
+    with contextlib.suppress(OSError, ValueError), file.open("rb") as handle:
+        try:
+            check_encoded_size(handle.read(), DEFAULT_MAX_DECODE_SIZE)
+        except ImageTooLarge as error:
+            raise CommandError(f"cannot use image {path}: {error}") from None
     image = cv2.imread(str(file), cv2.IMREAD_UNCHANGED)
     if image is None or image.size == 0:
         raise CommandError(f"cannot read image {path}: not a valid image file")
@@ -595,6 +610,23 @@ def write_annotated(root: str | Path, name: str, rgb: np.ndarray, answer: dict[s
     if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
         raise CommandError(f"cannot write {path}")
     return path
+
+
+def finite(data: Any) -> Any:
+    """``data`` with every NaN or infinite float replaced by None: ``json`` would write bare
+    ``NaN``/``Infinity``, which strict JSON readers reject."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: finite(value) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return [finite(value) for value in data]
+    return data
+
+
+def json_line(data: Any) -> str:
+    """One strict-JSON line (results.jsonl): non-finite numbers become null."""
+    return json.dumps(finite(data), ensure_ascii=False, allow_nan=False) + "\n"
 
 
 def write_json(root: str | Path, name: str, data: Any) -> Path:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import sys
 from collections import deque
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ from spatialthinker_ros.offline import (
     add_engine_arguments,
     answer_to_json,
     depth_units_warning,
+    json_line,
     lift,
     lift_params_from_args,
     options_list,
@@ -42,6 +42,12 @@ from spatialthinker_ros.offline import (
 )
 
 __all__ = ["BagFrame", "add_replay_command", "read_frames", "run_replay"]
+
+# How long (bag time) a selected colour frame waits for a depth frame recorded after it, and how
+# many may wait: when depth stops partway through a bag, later frames go on without it instead
+# of being kept, decoded, until the bag ends.
+DEPTH_WAIT_S = 1.0
+MAX_WAITING_FRAMES = 64
 
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED = "sensor_msgs/msg/CompressedImage"
@@ -218,7 +224,7 @@ def _iterate(
     depth_buffer: deque[tuple[float, Any, str]] = deque(maxlen=64)
     pending: deque[BagFrame] = deque()
     latest_info: list[Any] = [None]
-    newest_depth = -np.inf
+    newest_depth = newest_colour = -np.inf
     colour_index = -1
     taken = 0
     last_taken_stamp: float | None = None
@@ -274,6 +280,7 @@ def _iterate(
                     msg = typestore.deserialize_cdr(raw, connection.msgtype)
                     frame.stamp = _stamp(msg)
                     frame._raw = msg
+                    newest_colour = max(newest_colour, frame.stamp)
                 except Exception as error:
                     frame.error = f"cannot deserialise the message: {error}"
                 if rate_hz is None:
@@ -288,7 +295,12 @@ def _iterate(
                 if keep:
                     taken += 1
                     pending.append(frame)
-            while pending and (depth is None or pending[0].stamp + sync_slop < newest_depth):
+            while pending and (
+                depth is None
+                or pending[0].stamp + sync_slop < newest_depth
+                or not pending[0].stamp + DEPTH_WAIT_S > newest_colour  # also a NaN stamp
+                or len(pending) > MAX_WAITING_FRAMES
+            ):
                 yield finish(pending.popleft())
         while pending:
             yield finish(pending.popleft())
@@ -394,7 +406,7 @@ def run_replay(args: argparse.Namespace) -> int:
                     progress.step(
                         f"frame {frame.index} (stamp {frame.stamp:.3f}): {record['answer']!r}"
                     )
-                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+                out.write(json_line(record))
                 out.flush()
 
             for frame in frames:

@@ -109,3 +109,22 @@ def test_eval_bad_data_file_is_one_line_and_non_zero(
     code, out, err = _run(capsys, ["eval", str(path), "--model", "/nope"])
     assert code != 0 and out == ""
     assert err.count("\n") == 1 and err.startswith("spatialthinker: error:") and expected in err
+
+
+def test_eval_annotate_with_a_very_long_item_id_goes_on(
+    capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    # Issue 17, Medium 8: a 300-character id made the annotated file name too long for the
+    # file system, and the error aborted the whole run without summary.json.
+    long_id = "x" * 300
+    data = _dataset(tmp_path, [_item("A", id=long_id), _item("A", id="short")])
+    out_dir = tmp_path / "out"
+    with ScriptedOpenAIServer(default_reply=ANSWER_A) as server:
+        argv = ["eval", str(data), "--output", str(out_dir), "--backend", "openai", "--annotate"]
+        code, _, _ = _run(capsys, [*argv, "--openai-base-url", server.base_url])
+    assert code == 0
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert summary["overall"]["items"] == 2 and summary["overall"]["correct"] == 2
+    records = [json.loads(line) for line in (out_dir / "results.jsonl").read_text().splitlines()]
+    assert records[0]["id"] == long_id  # the record keeps the whole id
+    assert all((out_dir / record["annotated"]).is_file() for record in records)

@@ -71,8 +71,11 @@ def write_bag(
     frames: int = 5,
     broken: tuple[int, ...] = (),
     topics: tuple[str, ...] = (COLOUR, DEPTH, INFO),
+    garbage: tuple[int, ...] = (),
+    depth_frames: int | None = None,
 ) -> Path:
-    """A 10 Hz RGB-D recording of the demo scene; colour frames in ``broken`` are truncated."""
+    """A 10 Hz RGB-D recording of the demo scene; colour frames in ``broken`` are truncated,
+    those in ``garbage`` are not CDR at all; depth stops after ``depth_frames`` frames."""
     scene = demo_scene()
     with Writer(path, version=9, storage_plugin=STORAGE[storage]) as writer:
         conns = {
@@ -90,9 +93,13 @@ def write_bag(
             }
             # Depth recorded before colour on odd frames: matching must not depend on order.
             order = [INFO, DEPTH, COLOUR] if i % 2 else [INFO, COLOUR, DEPTH]
+            if depth_frames is not None and i >= depth_frames:
+                order.remove(DEPTH)
             for topic in order:
                 if topic in conns:
                     raw = TYPESTORE.serialize_cdr(messages[topic], conns[topic].msgtype)
+                    if topic == COLOUR and i in garbage:
+                        raw = b"\x00\x01\x00\x00 not an image"
                     writer.write(conns[topic], int(t * 1e9) + order.index(topic), raw)
     return path
 
@@ -187,3 +194,54 @@ def test_replay_bad_input_is_one_line_and_non_zero(
     assert code != 0 and out == ""
     assert err.count("\n") == 1 and err.startswith("spatialthinker: error:"), err
     assert expected in err
+
+
+def _strict_records(folder: Path) -> list[dict]:
+    def refuse(constant: str) -> None:
+        raise ValueError(f"bare {constant} is not JSON")
+
+    lines = (folder / "results.jsonl").read_text().splitlines()
+    return [json.loads(line, parse_constant=refuse) for line in lines]
+
+
+def test_replay_results_are_strict_json(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    # Issue 17, Medium 8: a colour message that cannot be deserialised has no stamp; it was
+    # written as a bare NaN, which strict JSON readers reject.
+    bag = write_bag(tmp_path / "bag", "sqlite3", frames=3, topics=(COLOUR,), garbage=(1,))
+    with ScriptedOpenAIServer(default_reply=scripted_reply(demo_scene())) as server:
+        argv = ["replay", str(bag), "-q", "Is the red box in front?", "--no-annotate"]
+        argv += ["--output", str(tmp_path / "out"), "--backend", "openai"]
+        code, _, _ = _run(capsys, [*argv, "--openai-base-url", server.base_url])
+    assert code == 1
+    records = _strict_records(tmp_path / "out")
+    assert [r["frame"] for r in records] == [0, 1, 2]
+    assert records[1]["stamp"] is None and "cannot deserialise" in records[1]["error"]
+
+
+def test_replay_does_not_keep_frames_when_depth_stops(tmp_path: Path, monkeypatch) -> None:
+    # Issue 17, Medium 8: depth stops after 5 of 60 frames; every later colour frame was kept
+    # (decoded) until the bag ended. Frames must go on without depth as the bag is read.
+    from rosbags.rosbag2 import Reader
+
+    from spatialthinker_ros.replay import read_frames
+
+    bag = write_bag(tmp_path / "bag", "sqlite3", frames=60, depth_frames=5)
+    read = [0]
+    messages = Reader.messages
+
+    def counting(self, *args, **kwargs):
+        for item in messages(self, *args, **kwargs):
+            read[0] += 1
+            yield item
+
+    monkeypatch.setattr(Reader, "messages", counting)
+    _, frames = read_frames(bag)
+    total = 60 + 60 + 5  # colour and camera_info every frame, depth for the first 5
+    read_when_yielded = {}
+    for frame in frames:
+        read_when_yielded[frame.index] = read[0]
+        assert frame.depth_m is None or frame.index < 5
+    assert len(read_when_yielded) == 60
+    # Frame 30 leaves about a second of bag time (10 frames) after it was read, not at the end.
+    assert read_when_yielded[30] <= 2 * 42 + 5 < total
+    assert read_when_yielded[59] == total
