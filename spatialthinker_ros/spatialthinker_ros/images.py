@@ -34,6 +34,7 @@ __all__ = [
     "DEPTH_ENCODINGS",
     "ENCODINGS",
     "EncodingInfo",
+    "ImageTooLarge",
     "check_encoded_size",
     "decode_compressed_depth",
     "decode_compressed_image",
@@ -293,6 +294,10 @@ _JPEG_SOF = frozenset(
 DEFAULT_MAX_DECODE_SIZE = (4096, 4096)
 
 
+class ImageTooLarge(ValueError):
+    """An encoded image whose header claims more pixels than the limit."""
+
+
 def _encoded_size(data: bytes) -> tuple[int, int]:
     """(width, height) written in a PNG or JPEG header, without decoding the pixels."""
     if data.startswith(_PNG_MAGIC):
@@ -342,13 +347,13 @@ def check_encoded_size(
         ``(width, height)`` from the header.
 
     Raises:
-        ValueError: Not PNG or JPEG, no readable header, or larger than ``max_size`` (the
-            message names both sizes).
+        ImageTooLarge: Larger than ``max_size`` (the message names both sizes).
+        ValueError: Not PNG or JPEG, or no readable header.
     """
     width, height = _encoded_size(data.tobytes() if isinstance(data, np.ndarray) else bytes(data))
     max_width, max_height = max_size
     if width > max_width or height > max_height:
-        raise ValueError(
+        raise ImageTooLarge(
             f"compressed image claims {width}x{height} pixels, more than the limit of"
             f" {max_width}x{max_height}; refused before decoding"
         )
