@@ -35,6 +35,9 @@ DISTORTION_MODELS = {"plumb_bob": (4, 5), "rational_polynomial": (8,), "equidist
 
 #: Relative tolerance on width/height aspect ratios before two images count as different crops.
 DEFAULT_ASPECT_TOLERANCE = 0.01
+#: A focal length below ``max(width, height) / MIN_FOCAL_FRACTION`` pixels is refused (a field
+#: of view within a hair of 180 degrees; real fisheyes calibrated as pinholes stay far above).
+MIN_FOCAL_FRACTION = 1000.0
 
 
 def aspect_mismatch(
@@ -70,7 +73,8 @@ def check_camera_info(msg: Any) -> None:
 
     Raises:
         ValueError: Naming the problem: zero size, ``K`` all zeros (an uncalibrated camera),
-            a zero, negative or non-finite focal length or principal point.
+            a zero, negative, non-finite or implausibly small focal length, a principal point
+            far outside the image, or a region of interest that does not fit in the image.
     """
     width, height = int(msg.width), int(msg.height)
     if width <= 0 or height <= 0:
@@ -85,6 +89,28 @@ def check_camera_info(msg: Any) -> None:
     fx, fy = k[0], k[4]
     if fx <= 0 or fy <= 0:
         raise ValueError(f"CameraInfo focal length must be positive, got fx={fx}, fy={fy}")
+    # Values that pass the checks above can still put every point light-years away: a focal
+    # length far below the image size (fx = 1e-30) is a field of view beyond 180 degrees.
+    least = max(width, height) / MIN_FOCAL_FRACTION
+    if fx < least or fy < least:
+        raise ValueError(
+            f"CameraInfo focal length fx={fx:g}, fy={fy:g} is implausible for a {width}x{height}"
+            f" image (at least {least:g} px, a field of view under 180 degrees)"
+        )
+    cx, cy = k[2], k[5]
+    if not (-width <= cx <= 2 * width and -height <= cy <= 2 * height):
+        raise ValueError(
+            f"CameraInfo principal point ({cx:g}, {cy:g}) lies far outside the {width}x{height}"
+            " image"
+        )
+    roi = getattr(msg, "roi", None)
+    if roi is not None and int(roi.width) > 0 and int(roi.height) > 0:
+        x0, y0, rw, rh = int(roi.x_offset), int(roi.y_offset), int(roi.width), int(roi.height)
+        if x0 + rw > width or y0 + rh > height:
+            raise ValueError(
+                f"CameraInfo region of interest {rw}x{rh} at ({x0}, {y0}) does not fit in the"
+                f" {width}x{height} image"
+            )
 
 
 @dataclass(frozen=True)

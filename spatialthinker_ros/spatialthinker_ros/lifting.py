@@ -431,6 +431,15 @@ def _border_plane(
     return resid, ok & ahead
 
 
+def _plausible(centre: np.ndarray, size: np.ndarray, max_depth: float) -> bool:
+    """Whether a lifted object is finite and within reach: no depth sample lies beyond
+    ``max_depth``, so a centre or size beyond twice that (a field of view up to 120 degrees
+    stays inside) comes from intrinsics that passed every check and are still wrong."""
+    with np.errstate(all="ignore"):
+        finite = bool(np.all(np.isfinite(centre)) and np.all(np.isfinite(size)))
+        return finite and np.linalg.norm(centre) <= 2 * max_depth and size.max() <= 2 * max_depth
+
+
 def _as_box_array(boxes: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
     """``(N, 4)`` float array; malformed boxes (None, wrong length) become NaN rows."""
     if isinstance(boxes, np.ndarray) and boxes.ndim == 2 and boxes.shape[1] == 4:
@@ -714,6 +723,8 @@ def lift_boxes(
     cy3 = 0.5 * (y_lo + y_hi)
     cz3 = z_front + 0.5 * dz
 
+    centre = np.stack([cx3, cy3, cz3], axis=-1)
+    size = np.stack([dx, dy, dz], axis=-1)
     results: list[Lifted3D] = []
     for i in range(n_boxes):
         fill = float(n_kept[i] / n_sampled[i]) if n_sampled[i] else 0.0
@@ -730,6 +741,16 @@ def lift_boxes(
                 _failure(
                     f"too few valid depth pixels on the object ({n_kept[i]} < "
                     f"{p.min_valid_pixels})",
+                    n_kept[i],
+                    fill,
+                )
+            )
+        elif not _plausible(centre[i], size[i], p.max_depth):
+            results.append(
+                _failure(
+                    f"implausible 3D geometry (centre {np.round(centre[i], 3).tolist()} m, size"
+                    f" {np.round(size[i], 3).tolist()} m, beyond twice depth.max_depth"
+                    f" {p.max_depth:g} m): check the camera_info",
                     n_kept[i],
                     fill,
                 )
