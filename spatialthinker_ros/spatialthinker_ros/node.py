@@ -647,7 +647,8 @@ class SpatialThinkerNode(LifecycleNode):
             )
         except NoFrameError as error:
             raise RequestRejected(str(error)) from error
-        header, rgb = self._convert_colour(selection.colour.message)
+        # Requests on the same frame share one decoded copy of it.
+        header, rgb = self._frames.decoded(selection.colour, self._convert_colour)
         self._check_model_frame(rgb.shape[1], rgb.shape[0])
         request_id = f"{source}-{next(self._ids)}"
         now = time.monotonic()
@@ -674,7 +675,8 @@ class SpatialThinkerNode(LifecycleNode):
         try:
             if compressed:
                 msg = deserialize_message(data, CompressedImage)
-                rgb = images.decode_compressed_image(msg)
+                limit = int(self._param("max_image_size"))
+                rgb = images.decode_compressed_image(msg, max_size=(limit, limit))
             else:
                 msg = deserialize_message(data, Image)
                 rgb = images.to_rgb(images.image_to_numpy(msg), msg.encoding)

@@ -230,6 +230,15 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         read_only=True,
     ),
     ParamSpec(
+        "max_image_size",
+        4096,
+        "Largest width and height (pixels) of a compressed colour frame; a larger one is"
+        " refused from its header before decoding (a few hundred kB of PNG can claim"
+        " gigabytes of pixels).",
+        minimum=16,
+        maximum=65535,
+    ),
+    ParamSpec(
         "use_depth",
         True,
         "Subscribe to 'depth' (16UC1 mm or 32FC1 m, registered to the colour image) and"
