@@ -193,3 +193,19 @@ def test_a_png_bomb_on_image_compressed_is_refused_from_its_header(rig, hostile,
         rig.node.destroy_client(client)
         rig.node.destroy_client(get_state)
         assert process.stop() == 0, process.log()
+
+
+def test_ask_refuses_a_png_bomb_from_its_header(tmp_path: Path, capsys) -> None:
+    import resource
+
+    from spatialthinker_ros import cli
+
+    image = tmp_path / "bomb.png"
+    image.write_bytes(png_bomb(12000, 12000))
+    peak_before_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    code = cli.main(["ask", str(image), "-q", "Which?", "--output", str(tmp_path / "out")])
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before_kib) / 1024
+    err = capsys.readouterr().err
+    assert code != 0
+    assert "claims 12000x12000 pixels, more than the limit of 4096x4096" in err
+    assert grown_mib < 60, f"peak memory grew by {grown_mib:.0f} MiB"
