@@ -306,11 +306,11 @@ def load_rgb(path: str | Path) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def load_depth(path: str | Path) -> np.ndarray:
+def load_depth(path: str | Path, scale: float | None = None) -> np.ndarray:
     """Read a depth image as float32 metres (NaN invalid).
 
-    A 16-bit PNG is millimetres with 0 invalid (the 16UC1 convention); a ``.npy`` file or a
-    32-bit float TIFF is metres (the 32FC1 convention).
+    A 16-bit PNG is millimetres with 0 invalid (the 16UC1 convention), or ``scale`` metres per
+    unit; a ``.npy`` file or a 32-bit float TIFF is metres (the 32FC1 convention).
 
     Raises:
         CommandError: Missing file, unreadable or not a single-channel depth image.
@@ -334,7 +334,7 @@ def load_depth(path: str | Path) -> np.ndarray:
     if array.ndim != 2:
         raise CommandError(f"depth {path} must be single-channel, got shape {array.shape}")
     if array.dtype == np.uint16:
-        return depth_to_metres(array, "16UC1")
+        return depth_to_metres(array, "16UC1", scale)
     if array.dtype.kind == "f":
         return depth_to_metres(array.astype(np.float32), "32FC1")
     raise CommandError(
