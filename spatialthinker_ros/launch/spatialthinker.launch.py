@@ -30,6 +30,7 @@ from launch.substitutions import EnvironmentVariable, LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
 from launch_ros.parameter_descriptions import ParameterValue
 
+from spatialthinker_ros.backends import BACKEND_NAMES
 from spatialthinker_ros.fastdds import PROFILE_VARIABLES
 
 PACKAGE = "spatialthinker_ros"
@@ -88,8 +89,8 @@ def generate_launch_description() -> LaunchDescription:
         ),
         DeclareLaunchArgument(
             "backend",
-            default_value="transformers",
-            choices=["transformers", "openai"],
+            default_value=BACKEND_NAMES[0],
+            choices=list(BACKEND_NAMES),
             description="'transformers' runs the model in the node's process; 'openai' calls an"
             " OpenAI-compatible server (vLLM, SGLang). Overrides the params file.",
         ),

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from spatialthinker_ros.backends import BACKEND_NAMES
 from spatialthinker_ros.model_frame import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
 
 
@@ -74,7 +75,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "transformers",
         "Inference backend: 'transformers' runs the model in this process; 'openai' calls an"
         " OpenAI-compatible server (vLLM, SGLang) shared by several robots.",
-        choices=("transformers", "openai"),
+        choices=BACKEND_NAMES,
         read_only=True,
     ),
     ParamSpec(

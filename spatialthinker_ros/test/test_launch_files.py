@@ -80,6 +80,15 @@ def _value(expr: ast.expr, tree: ast.Module) -> Any:
     return ast.literal_eval(expr)
 
 
+def _registry_value(expr: ast.expr) -> Any:
+    """A literal, or an expression over the backend registry's names (the launch file's
+    backend choices come from it)."""
+    from spatialthinker_ros.backends import BACKEND_NAMES
+
+    code = compile(ast.Expression(expr), "<launch argument>", "eval")
+    return eval(code, {"__builtins__": {}}, {"BACKEND_NAMES": BACKEND_NAMES, "list": list})
+
+
 @pytest.fixture(scope="module")
 def launch_tree() -> ast.Module:
     return ast.parse(LAUNCH_FILE.read_text(), filename=str(LAUNCH_FILE))
@@ -135,12 +144,13 @@ def test_every_argument_is_declared_with_a_description(declared) -> None:
 def test_argument_defaults_and_choices(declared) -> None:
     for name, default in EXPECTED_ARGUMENTS.items():
         if default is not None:
-            assert ast.literal_eval(declared[name]["default_value"]) == default, name
-    assert ast.literal_eval(declared["backend"]["choices"]) == ["transformers", "openai"]
+            assert _registry_value(declared[name]["default_value"]) == default, name
+    assert _registry_value(declared["backend"]["choices"]) == ["transformers", "openai"]
     assert ast.literal_eval(declared["use_rviz"]["choices"]) == ["true", "false"]
     for kwargs in declared.values():
         if "choices" in kwargs:
-            assert ast.literal_eval(kwargs["default_value"]) in ast.literal_eval(kwargs["choices"])
+            default = _registry_value(kwargs["default_value"])
+            assert default in _registry_value(kwargs["choices"])
 
 
 def test_executable_is_a_console_script_of_setup_py(node_call, setup_kwargs) -> None:
@@ -407,4 +417,4 @@ def test_launch_overrides_do_not_change_the_params_file_defaults(declared) -> No
     document = yaml.safe_load(PARAMS_FILE.read_text())
     parameters = next(iter(document.values()))["ros__parameters"]
     for name in ("model", "backend"):
-        assert ast.literal_eval(declared[name]["default_value"]) == parameters[name], name
+        assert _registry_value(declared[name]["default_value"]) == parameters[name], name
