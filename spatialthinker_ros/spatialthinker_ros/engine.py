@@ -84,6 +84,8 @@ class EngineConfig:
         max_pixels: Model-frame maximum area.
         generation: Decoding settings for every request.
         latency_window: Completed requests kept for latency percentiles and tokens/s.
+        running_grace_s: How long past its deadline a running request may still deliver (an
+            answer on its way) before it is failed and its row stopped.
     """
 
     max_queue_size: int = 16
@@ -96,6 +98,7 @@ class EngineConfig:
     max_pixels: int | None = None
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     latency_window: int = 256
+    running_grace_s: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -154,13 +157,14 @@ class _Request:
         options: tuple[str, ...],
         priority: Priority,
         deadline: float,
+        submitted: float,
     ) -> None:
         self.request_id = request_id
         self.image = image
         self.question = question
         self.options = options
         self.priority = priority
-        self.submitted = time.monotonic()
+        self.submitted = submitted
         self.deadline = deadline
         self.started = 0.0
         self.state = "queued"
@@ -431,6 +435,7 @@ class InferenceEngine:
             tuple(str(o) for o in options),
             Priority(priority),
             now + limit,
+            now,
         )
         handle = RequestHandle(self, request)
         problem = self._validate(image)
@@ -593,6 +598,21 @@ class InferenceEngine:
             if len(keep) != len(queue):
                 queue.clear()
                 queue.extend(keep)
+        # A running request the backend has not answered by its deadline (plus a grace for an
+        # answer already on its way) is failed and its row stopped: the engine is the one owner
+        # of every request's deadline, queued or running.
+        for request in list(self._running.values()):
+            overdue = request.deadline + self.config.running_grace_s
+            if overdue <= now:
+                request.cancel_event.set()
+                budget = request.deadline - request.submitted
+                self._finish_locked(
+                    request,
+                    RequestFailed(f"deadline passed: no answer within {budget:g} s", "expired"),
+                    "expired",
+                )
+            elif nearest is None or overdue < nearest:
+                nearest = overdue
         return nearest
 
     # ------------------------------------------------------------------ workers

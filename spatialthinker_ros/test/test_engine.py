@@ -273,6 +273,25 @@ def test_cancel_running_request_when_backend_allows(double, engines) -> None:
     assert stats["cancelled"] == 1 and stats["completed"] == 1 and stats["failed"] == 0
 
 
+def test_running_request_past_its_deadline_is_failed_by_the_engine(double, engines) -> None:
+    """The engine owns every deadline: a row the backend does not give back is failed at its
+    deadline plus the grace, and the backend is told to stop it."""
+    engine = _engine(double, running_grace_s=0.2)
+    engines.append(engine)
+    a = engine.submit(_image(), "a", timeout=0.3)
+    double.wait_calls(1, in_call=1)
+    started = time.monotonic()
+    failure = _failure(a)  # while the backend still holds the call
+    assert failure.kind == "expired" and "deadline passed: no answer within 0.3 s" in failure.reason
+    assert time.monotonic() - started < WAIT
+    double.release(1)
+    b = engine.submit(_image(), "b")
+    double.release(1)
+    b.result(WAIT)
+    assert double.cancel_seen[0] is True
+    assert engine.stats()["expired"] == 1
+
+
 def test_running_request_is_not_cancelled_when_backend_cannot(engines) -> None:
     double = ControllableBackendDouble(supports_cancel=False)
     engine = _engine(double)
