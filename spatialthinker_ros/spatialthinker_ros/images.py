@@ -555,3 +555,35 @@ def encode_compressed_depth(
     msg.format = f"{encoding}; compressedDepth png"
     msg.data = _DEPTH_HEADER.pack(_INV_DEPTH, a, b) + png.tobytes()
     return msg
+
+
+# --- Depth ---------------------------------------------------------------------------------
+
+
+def depth_message_to_metres(
+    msg: Any, scale: float | None = None, max_size: tuple[int, int] = DEFAULT_MAX_DECODE_SIZE
+) -> tuple[np.ndarray, float | None]:
+    """Decode a depth frame to float32 metres (NaN invalid), whatever its transport.
+
+    Args:
+        msg: A ``sensor_msgs/Image`` (16UC1, mono16 or 32FC1) or a ``compressedDepth``
+            ``sensor_msgs/CompressedImage`` (any object with the same fields: rclpy's or a
+            rosbags message).
+        scale: Metres per unit of 16-bit depth (None: millimetres). 32FC1 is metres whatever
+            it says.
+        max_size: Largest ``(width, height)`` a compressed frame may decode to.
+
+    Returns:
+        ``(depth_m, scale)``: the depth, and the scale that applied (None for metres).
+
+    Raises:
+        ValueError: An encoding that is not depth, or undecodable data (the problem named).
+    """
+    from spatialthinker_ros.camera import depth_to_metres
+
+    if hasattr(msg, "format"):  # CompressedImage
+        array, encoding = decode_compressed_depth(msg, max_size)
+    else:
+        array, encoding = image_to_numpy(msg), str(msg.encoding)
+    applied = None if encoding == "32FC1" else scale
+    return depth_to_metres(array, encoding, applied), applied

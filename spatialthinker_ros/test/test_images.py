@@ -320,3 +320,23 @@ def test_compressed_depth_bomb_is_refused_before_decoding() -> None:
     msg = CompressedImage(format="16UC1; compressedDepth png", data=png_bomb(100, 80))
     with pytest.raises(ValueError, match="claims 100x80 pixels"):
         decode_compressed_depth(msg, max_size=(64, 64))
+
+
+def test_depth_message_to_metres_reads_every_transport_in_the_scale_given() -> None:
+    from spatialthinker_ros.images import depth_message_to_metres
+
+    units = np.array([[0, 5000], [10000, 2500]], np.uint16)  # TUM: 1/5000 m
+    raw = numpy_to_image(units, "16UC1")
+    metres, applied = depth_message_to_metres(raw, 0.0002)
+    assert applied == 0.0002
+    np.testing.assert_allclose(metres, [[np.nan, 1.0], [2.0, 0.5]])
+    as_mm, applied = depth_message_to_metres(raw)
+    assert applied is None and as_mm[0, 1] == pytest.approx(5.0)
+    floats = numpy_to_image(np.array([[1.5, np.nan]], np.float32), "32FC1")
+    metres, applied = depth_message_to_metres(floats, 0.0002)  # 32FC1 is metres whatever
+    assert applied is None and metres[0, 0] == pytest.approx(1.5) and np.isnan(metres[0, 1])
+    packed = encode_compressed_depth(units, "16UC1")
+    metres, applied = depth_message_to_metres(packed, 0.0002)
+    np.testing.assert_allclose(metres, [[np.nan, 1.0], [2.0, 0.5]])
+    with pytest.raises(ValueError, match="rgb8"):
+        depth_message_to_metres(numpy_to_image(np.zeros((2, 2, 3), np.uint8), "rgb8"))
