@@ -5,7 +5,12 @@ scripted loopback server answering after ``--server-delay`` seconds, 10 Hz synth
 camera in this process):
 
 1. ``--clients`` separate service clients call ``~/query`` at the same moment;
-2. ``--goals`` separate action clients send a goal at the same moment;
+2. ``--goals`` separate action clients send a goal at the same moment, twice: with rclpy's
+   default client QoS (depth 10) and with depth 100. rmw_fastrtps delivers every reply of a
+   service to every client of it, each keeping its own, so 20 goal replies sent within a few
+   milliseconds can push a client's own reply out of a depth-10 history before it is taken:
+   such a goal was accepted by the node (it is in the action's status) but its client never
+   hears. Only clients with a deeper history are certain to hear every reply;
 3. sustained load: ``--sustained`` service calls ``--interval`` seconds apart while
    ``/diagnostics`` stamps and lifecycle ``get_state`` round trips are recorded.
 
@@ -84,17 +89,29 @@ def service_burst(rig: Any, count: int, wait: float) -> Counter[str]:
     return outcomes
 
 
-def goal_burst(rig: Any, count: int, wait: float) -> Counter[str]:
+def goal_burst(rig: Any, count: int, wait: float, depth: int) -> Counter[str]:
     """``count`` separate action clients send a goal at once; acceptance and result counts."""
     import rclpy
     from rclpy.action import ActionClient
+    from rclpy.qos import QoSProfile
 
     from spatialthinker_msgs.action import Query as QueryAction
 
     # On a node of their own that joins the spinning executor only when complete: an action
     # client added to a node while an executor spins it can be waited on half-built.
-    node = rclpy.create_node("burst_action_clients", context=rig.context)
-    clients = [ActionClient(node, QueryAction, "/spatialthinker/query") for _ in range(count)]
+    node = rclpy.create_node(f"burst_action_clients_{depth}", context=rig.context)
+    qos = QoSProfile(depth=depth)
+    clients = [
+        ActionClient(
+            node,
+            QueryAction,
+            "/spatialthinker/query",
+            goal_service_qos_profile=qos,
+            result_service_qos_profile=qos,
+            cancel_service_qos_profile=qos,
+        )
+        for _ in range(count)
+    ]
     rig.executor.add_node(node)
     for client in clients:
         assert client.wait_for_server(timeout_sec=20.0), "action server not discovered"
@@ -227,11 +244,14 @@ def main() -> int:
             print(f"| {args.clients} service calls at once | seconds until the last | {seconds} |")
             if burst["no response"]:
                 failures.append("service calls without a response")
-            goals = goal_burst(rig, args.goals, wait)
-            for outcome, count in sorted(goals.items()):
-                print(f"| {args.goals} action goals at once | {outcome} | {count} |")
-            if goals["goals never answered"] or goals["result: none"]:
-                failures.append("goals without an answer")
+            for depth in (10, 100):
+                goals = goal_burst(rig, args.goals, wait, depth)
+                label = f"{args.goals} action goals at once, client depth {depth}"
+                for outcome, count in sorted(goals.items()):
+                    print(f"| {label} | {outcome} | {count} |")
+                # Depth 10 is reported, not judged: its losses are in the clients (above).
+                if depth > 10 and (goals["goals never answered"] or goals["result: none"]):
+                    failures.append("goals without an answer")
             if args.sustained:
                 figures = sustained(rig, args.sustained, args.interval, wait)
                 label = f"{args.sustained} calls {args.interval * 1000:g} ms apart"

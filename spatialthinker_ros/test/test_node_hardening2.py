@@ -33,6 +33,7 @@ from node_harness import NODE, Rig, running_node
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 from rclpy.action import ActionClient
+from rclpy.qos import QoSProfile
 from std_msgs.msg import String
 
 from spatialthinker_msgs.action import Query as QueryAction
@@ -70,9 +71,24 @@ class Peer:
     def __init__(self, rig: Rig, services: int = 0, actions: int = 0) -> None:
         self.rig = rig
         self.node = rclpy.create_node(f"hardening2_peer_{id(self)}", context=rig.context)
-        self.clients = [self.node.create_client(Query, f"{NODE}/query") for _ in range(services)]
+        # Deep client histories: rmw_fastrtps delivers every reply of a service to every client
+        # of it (each keeps its own), so 20+ replies within milliseconds could push a client's
+        # own reply out of rclpy's default depth of 10. That loss would be the test clients',
+        # not the node's (benchmarks/burst.py shows both).
+        qos = QoSProfile(depth=100)
+        self.clients = [
+            self.node.create_client(Query, f"{NODE}/query", qos_profile=qos)
+            for _ in range(services)
+        ]
         self.action_clients = [
-            ActionClient(self.node, QueryAction, f"{NODE}/query") for _ in range(actions)
+            ActionClient(
+                self.node,
+                QueryAction,
+                f"{NODE}/query",
+                goal_service_qos_profile=qos,
+                result_service_qos_profile=qos,
+            )
+            for _ in range(actions)
         ]
         self.set_parameters = self.node.create_client(SetParameters, f"{NODE}/set_parameters")
         self.get_state = self.node.create_client(GetState, f"{NODE}/get_state")
