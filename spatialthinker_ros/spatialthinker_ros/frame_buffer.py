@@ -12,14 +12,15 @@ ROS-free: works on bytes and plain stamps, so it is tested without a graph.
 from __future__ import annotations
 
 import itertools
+import math
 import statistics
 import struct
 import threading
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -54,6 +55,34 @@ def cdr_header_stamp(data: bytes) -> float:
     else:
         raise ValueError(f"unknown CDR encapsulation {kind.hex()}")
     return sec + nanosec * 1e-9
+
+
+class _Stamped(Protocol):
+    stamp: float
+
+
+_S = TypeVar("_S", bound=_Stamped)
+
+
+def nearest_in_time(stamp: float, items: Iterable[_S], slop: float) -> tuple[_S | None, float]:
+    """The item stamped nearest to ``stamp``, if it is within ``slop`` seconds.
+
+    The one colour/depth pairing rule, for the node's buffer and for ``spatialthinker replay``.
+
+    Args:
+        stamp: The colour frame's stamp, seconds.
+        items: Candidates with a ``stamp`` attribute (seconds).
+        slop: Largest stamp difference accepted, seconds.
+
+    Returns:
+        ``(item, gap)``: the nearest item (None when there is none, or it is farther than
+        ``slop``, or ``stamp`` is not a number) and its distance in seconds (inf without items).
+    """
+    nearest = min(items, key=lambda item: abs(item.stamp - stamp), default=None)
+    if nearest is None:
+        return None, math.inf
+    gap = abs(nearest.stamp - stamp)
+    return (nearest if gap <= slop else None), gap
 
 
 @dataclass
@@ -246,9 +275,8 @@ class FrameBuffer:
             return FrameSelection(chosen, None, "depth disabled (use_depth false)")
         if not depth:
             return FrameSelection(chosen, None, "no depth frame received yet on the depth topic")
-        nearest = min(depth, key=lambda d: abs(d.stamp - chosen.stamp))
-        gap = abs(nearest.stamp - chosen.stamp)
-        if gap > sync_slop:
+        nearest, gap = nearest_in_time(chosen.stamp, depth, sync_slop)
+        if nearest is None:
             return FrameSelection(
                 chosen,
                 None,

@@ -6,7 +6,13 @@ import pytest
 from rclpy.serialization import serialize_message
 from sensor_msgs.msg import CompressedImage, Image
 
-from spatialthinker_ros.frame_buffer import FrameBuffer, NoFrameError, cdr_header_stamp
+from spatialthinker_ros.frame_buffer import (
+    FrameBuffer,
+    NoFrameError,
+    StampedItem,
+    cdr_header_stamp,
+    nearest_in_time,
+)
 
 
 def _serialized_image(sec: int, nanosec: int, cls: type = Image) -> bytes:
@@ -81,6 +87,22 @@ def test_depth_outside_slop_or_missing_or_disabled_gives_a_reason() -> None:
     assert missing.depth is None and "no depth frame received" in missing.depth_reason
     disabled = _buffer([10.0], [10.0]).select(10.0, 1.0, 0.05, use_depth=False)
     assert disabled.depth is None and "disabled" in disabled.depth_reason
+
+
+def test_nearest_in_time_is_the_one_pairing_rule() -> None:
+    # The node's buffer and `spatialthinker replay` pair colour and depth with this function.
+    items = [StampedItem(t, f"depth@{t}", 0.0) for t in (9.9, 10.04, 10.2)]
+    item, gap = nearest_in_time(10.0, items, 0.05)
+    assert item is items[1] and gap == pytest.approx(0.04)
+    # Recorded after the colour frame or before it: only the distance counts.
+    assert nearest_in_time(10.18, items, 0.05)[0] is items[2]
+    # Within the slop is in; beyond it is out, with the gap for the reason.
+    assert nearest_in_time(10.24, items, 0.05)[0] is items[2]
+    item, gap = nearest_in_time(11.0, items, 0.05)
+    assert item is None and gap == pytest.approx(0.8)
+    assert nearest_in_time(10.0, [], 0.05) == (None, float("inf"))
+    # A colour frame without a usable stamp is matched to nothing.
+    assert nearest_in_time(float("nan"), items, 0.05)[0] is None
 
 
 def test_history_is_bounded_and_clear_forgets() -> None:
