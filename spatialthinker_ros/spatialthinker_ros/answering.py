@@ -42,6 +42,7 @@ __all__ = [
     "AnswerHandle",
     "AnsweringPipeline",
     "Frames",
+    "Lifting",
     "RequestRejected",
     "SceneAnswer",
     "build_answer",
@@ -76,8 +77,7 @@ def check_question(
         raise RequestRejected("question is empty")
     if len(question) > max_question_chars:
         raise RequestRejected(
-            f"question is {len(question)} characters long (max_question_chars "
-            f"{max_question_chars})"
+            f"question is {len(question)} characters long (max_question_chars {max_question_chars})"
         )
     texts = [str(o) for o in options]
     if len(texts) > MAX_OPTIONS:
@@ -178,30 +178,37 @@ def intrinsics_for_colour(
     return intrinsics.scaled(width, height), ""
 
 
-def lift_scene(
-    parsed: SpatialResult, frames: Frames, params: LiftParams
-) -> tuple[list[Lifted3D] | None, str, list[str]]:
-    """Lift every object of an answer to 3D.
+@dataclass(frozen=True)
+class Lifting:
+    """The 3D of one answer's objects.
 
-    Returns:
-        ``(lifted, no_3d_reason, warnings)``: one estimate per object (None when no 3D was
-        possible at all, with the reason), and the warnings the answer carries (implausible
-        depth units, objects without 3D).
+    Attributes:
+        lifted: One estimate per object, or None when no 3D was possible at all.
+        no_3d_reason: Why, when ``lifted`` is None.
+        warnings: What the answer says about it (implausible depth units, objects without 3D).
+        depth_warning: The implausible-depth-units warning alone ("" when the depth looks
+            plausible for its scale).
     """
-    warnings: list[str] = []
+
+    lifted: list[Lifted3D] | None
+    no_3d_reason: str
+    warnings: list[str]
+    depth_warning: str = ""
+
+
+def lift_scene(parsed: SpatialResult, frames: Frames, params: LiftParams) -> Lifting:
+    """Lift every object of an answer to 3D."""
     boxes = [obj.bbox for obj in parsed.objects]
     if frames.depth_m is None or frames.intrinsics is None:
         reason = frames.no_depth_reason
-        if reason and boxes and frames.depth_wanted:
-            warnings.append(f"no 3D: {reason}")
-        return None, reason, warnings
+        wanted = bool(reason and boxes and frames.depth_wanted)
+        return Lifting(None, reason, [f"no 3D: {reason}"] if wanted else [])
     units = depth_range_warning(
         frames.depth_m, params.min_depth, params.max_depth, frames.depth_scale
     )
-    if units:
-        warnings.append(units)
+    warnings = [units] if units else []
     if not boxes:
-        return [], "", warnings
+        return Lifting([], "", warnings, units)
     try:
         lifted = lift_boxes(
             boxes,
@@ -212,12 +219,11 @@ def lift_scene(
             labels=[obj.id for obj in parsed.objects],
         )
     except ValueError as error:
-        warnings.append(f"no 3D: {error}")
-        return None, str(error), warnings
+        return Lifting(None, str(error), [*warnings, f"no 3D: {error}"], units)
     missing = [item for item in lifted if not item.has_3d]
     if missing:
         warnings.append(f"no 3D for {len(missing)} of {len(lifted)} objects: {missing[0].reason}")
-    return lifted, "", warnings
+    return Lifting(lifted, "", warnings, units)
 
 
 # ---------------------------------------------------------------------------- the answer
@@ -238,6 +244,8 @@ class SceneAnswer:
         relations: The depth check of every relation.
         warnings: Every warning of the answer: the parser's, then the 3D ones, then the
             contradicted relations the reasoning relies on.
+        depth_warning: The implausible-depth-units warning ("" when none), also among
+            ``warnings``; the node shows it in /diagnostics too.
     """
 
     request_id: str
@@ -248,6 +256,7 @@ class SceneAnswer:
     no_3d_reason: str
     relations: RelationReport
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    depth_warning: str = ""
 
     @property
     def parsed(self) -> SpatialResult:
@@ -271,17 +280,18 @@ def build_answer(
     params: LiftParams,
 ) -> SceneAnswer:
     """Lift, depth-check and assemble one engine result into a :class:`SceneAnswer`."""
-    lifted, reason, warnings = lift_scene(result.result, frames, params)
-    relations = verify_relations(result.result, lifted)
+    lifting = lift_scene(result.result, frames, params)
+    relations = verify_relations(result.result, lifting.lifted)
     return SceneAnswer(
         request_id=request_id,
         question=question,
         options=tuple(options),
         engine=result,
-        lifted=None if lifted is None else tuple(lifted),
-        no_3d_reason=reason,
+        lifted=None if lifting.lifted is None else tuple(lifting.lifted),
+        no_3d_reason=lifting.no_3d_reason,
         relations=relations,
-        warnings=(*result.result.warnings, *warnings, *relations.warnings),
+        warnings=(*result.result.warnings, *lifting.warnings, *relations.warnings),
+        depth_warning=lifting.depth_warning,
     )
 
 
@@ -383,25 +393,32 @@ class AnsweringPipeline:
             frames.rgb, question, options, priority=priority, timeout=timeout
         )
         handle = AnswerHandle(request_id, engine_handle)
+        # What the answer needs once the engine is done, dropped as soon as it is built: the
+        # engine's future keeps this callback (and so the frames, megabytes) while anyone
+        # holds the handle.
+        held: dict[str, Any] = {"frames": frames, "handle": handle, "on_done": on_done}
 
         def finish(engine_future: Future) -> None:
+            frames_, handle_, on_done_ = held.pop("frames"), held.pop("handle"), held.pop("on_done")
             try:
                 result: EngineResult = engine_future.result()
-                answer = build_answer(request_id, question, options, result, frames, self.lift)
+                answer = build_answer(request_id, question, options, result, frames_, self.lift)
             except RequestFailed as failed:
-                handle.future.set_exception(failed)
+                handle_.future.set_exception(failed)
             except Exception as error:  # a cancelled future or a bug: still one outcome
-                handle.future.set_exception(
+                handle_.future.set_exception(
                     RequestFailed(f"could not build the answer: {error or type(error).__name__}")
                 )
             else:
-                handle.future.set_result(answer)
-            if on_done is not None:
-                on_done(handle)
+                handle_.future.set_result(answer)
+            if on_done_ is not None:
+                on_done_(handle_)
 
         engine_handle.future.add_done_callback(finish)
         return handle
 
-    def answer(self, frames: Frames, question: str, options: Sequence[str], request_id: str):
+    def answer(
+        self, frames: Frames, question: str, options: Sequence[str], request_id: str
+    ) -> SceneAnswer:
         """Answer one question and wait (raises ``RequestFailed`` with the reason)."""
         return self.submit(frames, question, options, request_id).result()

@@ -231,6 +231,15 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         read_only=True,
     ),
     ParamSpec(
+        "depth_transport",
+        "raw",
+        "'raw': subscribe to 'depth' (sensor_msgs/Image, 16UC1/32FC1); 'compressedDepth':"
+        " subscribe to 'depth/compressedDepth' (sensor_msgs/CompressedImage from"
+        " image_transport's compressed_depth plugin, PNG; common over Wi-Fi).",
+        choices=("raw", "compressedDepth"),
+        read_only=True,
+    ),
+    ParamSpec(
         "max_image_size",
         4096,
         "Largest width and height (pixels) of a compressed colour frame; a larger one is"
@@ -440,6 +449,20 @@ def validate_all(values: Mapping[str, Any]) -> str | None:
                 relation = "below" if strict else "at most"
                 return f"{lower} ({low:g}) must be {relation} {upper} ({high:g})"
     return None
+
+
+def describe(name: str) -> str:
+    """A parameter's description as ``ros2 param describe`` shows it: what it does, its
+    choices or range, and whether it applies only on configure."""
+    spec = PARAMETERS_BY_NAME[name]
+    text = spec.description
+    if spec.choices:
+        text += f" Choices: {', '.join(spec.choices)}."
+    if spec.range_text():
+        text += f" {spec.range_text()}"
+    if spec.read_only:
+        text += " Applied on configure."
+    return text
 
 
 def split_options(text: str) -> list[str]:

@@ -1,0 +1,266 @@
+"""The node's query interfaces: the ~/query service and action, and the calls that wait.
+
+A service call or an action goal is a coroutine that awaits its request (:class:`PendingRequest`):
+waiting holds no executor thread, so any number of callers wait at once without starving
+/diagnostics, lifecycle services or each other. One watch timer, running only while calls
+wait, publishes action feedback and passes on client cancels.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.callback_groups import CallbackGroup, MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
+from std_msgs.msg import Header
+
+from spatialthinker_msgs.action import Query as QueryAction
+from spatialthinker_msgs.msg import SpatialAnswer
+from spatialthinker_msgs.srv import Query
+from spatialthinker_ros.answering import AnswerHandle, RequestRejected
+from spatialthinker_ros.engine import Priority
+from spatialthinker_ros.ros_conversions import bounded
+
+# History depth of the query service and action interfaces (requests and replies). Calls beyond
+# max_queue_size are refused at once, so this only has to hold what arrives between two takes
+# of the executor: 34 planners calling at the same moment lost 23 calls at the default 10.
+CALL_QOS_DEPTH = 1000
+# How often the watch timer looks at waiting calls (feedback, client cancels).
+WATCH_PERIOD_S = 0.1
+# The query interfaces' QoS: reliable, volatile, and deep (see CALL_QOS_DEPTH).
+CALL_QOS = QoSProfile(
+    history=QoSHistoryPolicy.KEEP_LAST,
+    depth=CALL_QOS_DEPTH,
+    reliability=QoSReliabilityPolicy.RELIABLE,
+    durability=QoSDurabilityPolicy.VOLATILE,
+)
+
+
+@dataclass
+class PendingRequest:
+    """One request from the moment it is accepted until its single outcome."""
+
+    request_id: str
+    question: str
+    source: str
+    header: Header
+    rgb: np.ndarray | None
+    handle: AnswerHandle | None = None
+    answer: SpatialAnswer | None = None
+    failure: str | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+    # Called (on whichever thread resolves) once the outcome is in: wakes the executor so
+    # that the coroutine awaiting this request resumes at once.
+    wake: Callable[[], None] | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __await__(self) -> Generator[None, None, None]:
+        """Await the outcome in an executor coroutine without holding a thread."""
+        while not self.done.is_set():
+            yield
+
+    def release(self) -> None:
+        """Drop the frame (megabytes) once the request has ended and been published."""
+        self.rgb = None
+
+    def resolve(self, answer: SpatialAnswer | None = None, failure: str | None = None) -> bool:
+        """Record the outcome; only the first call counts (exactly one outcome)."""
+        with self._lock:
+            if self.done.is_set():
+                return False
+            self.answer, self.failure = answer, failure
+            self.done.set()
+        if self.wake is not None:
+            self.wake()
+        return True
+
+
+@dataclass
+class _Waiting:
+    """A call whose coroutine awaits its request; the watch timer looks after it."""
+
+    pending: PendingRequest
+    goal_handle: Any = None  # action goals only
+    last_feedback: tuple[str, int] | None = None
+
+
+class RateLimit:
+    """~/question's limit: a token bucket, ``rate`` per second, bursts of one second's worth."""
+
+    def __init__(self) -> None:
+        self._tokens = 0.0
+        self._last: float | None = None
+
+    def allow(self, rate: float, now: float) -> bool:
+        capacity = max(1.0, rate)
+        if self._last is None:
+            self._tokens = capacity
+        else:
+            self._tokens = min(capacity, self._tokens + (now - self._last) * rate)
+        self._last = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+
+class QueryInterfaces:
+    """The ~/query service and action of a node.
+
+    Args:
+        node: The node.
+        group: Their (reentrant) callback group.
+        start_request: ``(question, options, max_frame_age, timeout, priority, source)`` ->
+            a :class:`PendingRequest`, or raises ``RequestRejected`` with the reason.
+        feedback: ``(state, queue_position)`` of a waiting request.
+        wake: Wakes the executor (any thread).
+    """
+
+    def __init__(
+        self,
+        node: Node,
+        group: CallbackGroup,
+        start_request: Callable[..., PendingRequest],
+        feedback: Callable[[PendingRequest], tuple[str, int]],
+        wake: Callable[[], None],
+    ) -> None:
+        self._node = node
+        self._start_request = start_request
+        self._feedback = feedback
+        self._wake_executor = wake
+        # Calls awaiting their request, by request id (see _Waiting and _watch_waiting).
+        self._waiting: dict[str, _Waiting] = {}
+        self._waiting_lock = threading.Lock()
+        node.create_service(
+            Query,
+            "~/query",
+            self._on_query_service,
+            qos_profile=CALL_QOS,
+            callback_group=group,
+        )
+        self._action_server = ActionServer(
+            node,
+            QueryAction,
+            "~/query",
+            execute_callback=self._on_action_execute,
+            goal_callback=lambda _goal: GoalResponse.ACCEPT,
+            cancel_callback=lambda _goal: CancelResponse.ACCEPT,
+            callback_group=group,
+            goal_service_qos_profile=CALL_QOS,
+            result_service_qos_profile=CALL_QOS,
+            cancel_service_qos_profile=CALL_QOS,
+            feedback_pub_qos_profile=QoSProfile(depth=100),
+            # Finished goals' results are kept for late get_result calls; rclpy's
+            # default (15 min) would hold every answer of a busy robot in memory.
+            result_timeout=60,
+        )
+        self._watch_timer = node.create_timer(
+            WATCH_PERIOD_S, self._watch_waiting, callback_group=MutuallyExclusiveCallbackGroup()
+        )
+        self._watch_timer.cancel()  # runs only while calls wait
+
+    @property
+    def waiting(self) -> int:
+        """Calls still awaiting their outcome."""
+        with self._waiting_lock:
+            return len(self._waiting)
+
+    async def _outcome(self, pending: PendingRequest, goal_handle: Any = None) -> None:
+        """Await the request's one outcome; the watch timer enforces the deadline meanwhile."""
+        waiting = _Waiting(pending, goal_handle)
+        if goal_handle is not None:
+            self._send_feedback(waiting)
+        with self._waiting_lock:
+            self._waiting[pending.request_id] = waiting
+            if self._watch_timer.is_canceled():
+                self._watch_timer.reset()
+                self._wake_executor()  # the wait in progress does not know the timer yet
+        try:
+            await pending
+        finally:
+            with self._waiting_lock:
+                self._waiting.pop(pending.request_id, None)
+
+    def _watch_waiting(self) -> None:
+        """Watch timer: feedback and client cancels of the calls that wait."""
+        with self._waiting_lock:
+            waiting = list(self._waiting.values())
+            if not waiting:
+                self._watch_timer.cancel()
+                return
+        for item in waiting:
+            pending, goal_handle = item.pending, item.goal_handle
+            if pending.done.is_set() or goal_handle is None:
+                continue
+            if goal_handle.is_cancel_requested:
+                if pending.handle is not None:
+                    pending.handle.cancel()
+                pending.resolve(failure="cancelled by the client")
+            else:
+                self._send_feedback(item)
+
+    def _send_feedback(self, waiting: _Waiting) -> None:
+        feedback = self._feedback(waiting.pending)
+        if feedback != waiting.last_feedback and not waiting.pending.done.is_set():
+            waiting.goal_handle.publish_feedback(
+                QueryAction.Feedback(state=feedback[0], queue_position=feedback[1])
+            )
+            waiting.last_feedback = feedback
+
+    async def _on_query_service(
+        self, request: Query.Request, response: Query.Response
+    ) -> Query.Response:
+        try:
+            pending = self._start_request(
+                request.question,
+                list(request.options),
+                request.max_frame_age,
+                request.timeout,
+                Priority.QUERY,
+                "service",
+            )
+        except RequestRejected as error:
+            self._node.get_logger().warning(f"query rejected: {error}")
+            response.success, response.message = False, bounded(str(error))
+            return response
+        await self._outcome(pending)
+        if pending.answer is not None:
+            response.success, response.answer = True, pending.answer
+        else:
+            self._node.get_logger().warning(f"{pending.request_id} failed: {pending.failure}")
+            response.success, response.message = False, bounded(pending.failure)
+        return response
+
+    async def _on_action_execute(self, goal_handle: Any) -> QueryAction.Result:
+        goal = goal_handle.request
+        result = QueryAction.Result()
+        try:
+            pending = self._start_request(
+                goal.question,
+                list(goal.options),
+                goal.max_frame_age,
+                goal.timeout,
+                Priority.QUERY,
+                "action",
+            )
+        except RequestRejected as error:
+            goal_handle.abort()
+            result.success, result.message = False, bounded(str(error))
+            return result
+        await self._outcome(pending, goal_handle)
+        if pending.answer is not None:
+            goal_handle.succeed()
+            result.success, result.answer = True, pending.answer
+        elif goal_handle.is_cancel_requested:
+            goal_handle.canceled()
+            result.success, result.message = False, bounded(pending.failure)
+        else:
+            goal_handle.abort()
+            result.success, result.message = False, bounded(pending.failure)
+        return result
