@@ -3,9 +3,9 @@ continuous mode, compressed input. Each test starts its own node subprocess."""
 
 from __future__ import annotations
 
-from node_harness import DEMO_SCENE, NodeProcess, Rig, running_node
+from node_harness import DEMO_SCENE, SCRIPTED_OBJECTS, NodeProcess, Rig, running_node
 
-from spatialthinker_ros.images import encode_compressed_image
+from spatialthinker_ros.images import encode_compressed_depth, encode_compressed_image
 
 SCENE = DEMO_SCENE
 
@@ -103,6 +103,8 @@ def test_compressed_colour_input(rig, server) -> None:
                 "model": "m",
                 "openai.base_url": server.base_url,
                 "image_transport": "compressed",
+                # The compressed frames are stamped apart from the rig's depth frames.
+                "sync_slop": 0.2,
             },
             remaps={
                 "image/compressed": "/test_cam/image/compressed",
@@ -115,6 +117,43 @@ def test_compressed_colour_input(rig, server) -> None:
             response = rig.query()
             assert response.success, response.message
             assert response.answer.scene_graph.objects[0].has_3d
+    finally:
+        rig.node.destroy_timer(timer)
+
+
+def test_compressed_depth_input(rig, server) -> None:
+    """depth_transport compressedDepth: 16UC1 depth sent through image_transport's
+    compressed_depth plugin (PNG) lifts the objects as raw depth does."""
+    packed = encode_compressed_depth(SCENE.depth_mm, "16UC1")
+    publisher = rig.node.create_publisher(
+        type(packed), "/test_cam/depth/compressedDepth", rig._depth_pub.qos_profile
+    )
+    timer = rig.node.create_timer(0.1, lambda: _publish_stamped(rig, publisher, packed))
+    try:
+        with running_node(
+            rig,
+            {
+                "backend": "openai",
+                "model": "m",
+                "openai.base_url": server.base_url,
+                "depth_transport": "compressedDepth",
+                "sync_slop": 0.2,  # stamped apart from the rig's colour frames
+            },
+            remaps={
+                "image": "/test_cam/image",
+                "depth/compressedDepth": "/test_cam/depth/compressedDepth",
+                "camera_info": "/test_cam/camera_info",
+            },
+            timeout=120,
+        ):
+            rig.settle()
+            response = rig.query()
+            assert response.success, response.message
+            for obj in response.answer.scene_graph.objects:
+                truth = SCENE.objects[SCRIPTED_OBJECTS[obj.id]]
+                assert obj.has_3d, obj.no_3d_reason
+                assert abs(obj.center.x - truth.center[0]) < 0.03
+                assert abs(obj.surface.z - (truth.center[2] - truth.size[2] / 2)) < 0.03
     finally:
         rig.node.destroy_timer(timer)
 
