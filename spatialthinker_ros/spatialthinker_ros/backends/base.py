@@ -63,6 +63,12 @@ class BackendError(Exception):
 
 
 Row = tuple[int, BackendOutput | BackendError]
+#: A batch's images: RGB ``HxWx3`` uint8 arrays.
+Images = list[np.ndarray]
+#: A batch's prompts, one per image.
+Prompts = list[str]
+#: Per-row events asking a backend to stop that row (or None).
+Cancel = Sequence[threading.Event] | None
 """One finished row of a batch: its index in the batch and its outcome."""
 
 
@@ -105,11 +111,7 @@ class Backend(ABC):
 
     @abstractmethod
     def generate(
-        self,
-        images: list[np.ndarray],
-        prompts: list[str],
-        settings: GenerationSettings,
-        cancel: Sequence[threading.Event] | None = None,
+        self, images: Images, prompts: Prompts, settings: GenerationSettings, cancel: Cancel = None
     ) -> list[BackendOutput | BackendError]:
         """Answer a batch.
 
@@ -125,11 +127,7 @@ class Backend(ABC):
         """
 
     def generate_rows(
-        self,
-        images: list[np.ndarray],
-        prompts: list[str],
-        settings: GenerationSettings,
-        cancel: Sequence[threading.Event] | None = None,
+        self, images: Images, prompts: Prompts, settings: GenerationSettings, cancel: Cancel = None
     ) -> Iterator[Row]:
         """Yield each row as soon as it is finished, in any order (same arguments as
         ``generate``).
@@ -145,11 +143,7 @@ class Backend(ABC):
         return text
 
     def answers(
-        self,
-        images: list[np.ndarray],
-        prompts: list[str],
-        settings: GenerationSettings,
-        cancel: Sequence[threading.Event] | None = None,
+        self, images: Images, prompts: Prompts, settings: GenerationSettings, cancel: Cancel = None
     ) -> Iterator[Row]:
         """``generate_rows`` through the one gate every outcome leaves a backend by.
 
@@ -165,7 +159,11 @@ class Backend(ABC):
 
     @property
     def state(self) -> str:
-        """Short state for diagnostics ("loaded", "not loaded", ...)."""
+        """Short state for diagnostics ("loaded", "not loaded", ...): what a backend has set as
+        ``_state``, else whether it is loaded."""
+        state = getattr(self, "_state", None)
+        if state is not None:
+            return state
         return "loaded" if self.loaded else "not loaded"
 
     def describe(self) -> dict[str, object]:

@@ -14,7 +14,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
@@ -24,7 +24,10 @@ from spatialthinker_ros.backends.base import (
     Backend,
     BackendError,
     BackendOutput,
+    Cancel,
     GenerationSettings,
+    Images,
+    Prompts,
     Row,
 )
 
@@ -139,10 +142,6 @@ class OpenAIBackend(Backend):
     @property
     def loaded(self) -> bool:
         return self._client is not None
-
-    @property
-    def state(self) -> str:
-        return self._state
 
     def describe(self) -> dict[str, object]:
         info = super().describe()
@@ -342,11 +341,7 @@ class OpenAIBackend(Backend):
         return BackendOutput(text, prompt_tokens, output_tokens, seconds)
 
     def generate_rows(
-        self,
-        images: list[np.ndarray],
-        prompts: list[str],
-        settings: GenerationSettings,
-        cancel: Sequence[threading.Event] | None = None,
+        self, images: Images, prompts: Prompts, settings: GenerationSettings, cancel: Cancel = None
     ) -> Iterator[Row]:
         """Send every row as its own request (concurrently, within ``max_in_flight``) and
         yield each as its answer arrives.
@@ -379,11 +374,7 @@ class OpenAIBackend(Backend):
                 yield futures[future], BackendError(f"request failed: {type(exc).__name__}: {exc}")
 
     def generate(
-        self,
-        images: list[np.ndarray],
-        prompts: list[str],
-        settings: GenerationSettings,
-        cancel: Sequence[threading.Event] | None = None,
+        self, images: Images, prompts: Prompts, settings: GenerationSettings, cancel: Cancel = None
     ) -> list[BackendOutput | BackendError]:
         """Answer a batch (rows in order; see ``generate_rows``)."""
         results: list[BackendOutput | BackendError] = [BackendError("no answer")] * len(images)

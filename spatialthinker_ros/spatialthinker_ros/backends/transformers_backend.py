@@ -22,7 +22,10 @@ from spatialthinker_ros.backends.base import (
     Backend,
     BackendError,
     BackendOutput,
+    Cancel,
     GenerationSettings,
+    Images,
+    Prompts,
 )
 
 DEFAULT_MODEL = "OX-PIXL/SpatialThinker-7B"
@@ -115,13 +118,13 @@ class TransformersBackend(Backend):
         self._revision = revision
         self._local_files_only = local_files_only
         self._progress = progress or (lambda line: _LOG.info("%s", line))
+        self._state = "not loaded"
+        self._lock = threading.Lock()
         self._model: Any = None
         self._processor: Any = None
         self._device: str | None = None
         self._dtype_name: str | None = None
         self._attn: str | None = None
-        self._state = "not loaded"
-        self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ properties
     @property
@@ -131,10 +134,6 @@ class TransformersBackend(Backend):
     @property
     def loaded(self) -> bool:
         return self._model is not None
-
-    @property
-    def state(self) -> str:
-        return self._state
 
     @property
     def device(self) -> str | None:
@@ -350,11 +349,7 @@ class TransformersBackend(Backend):
         return outputs
 
     def generate(
-        self,
-        images: list[np.ndarray],
-        prompts: list[str],
-        settings: GenerationSettings,
-        cancel: Sequence[threading.Event] | None = None,
+        self, images: Images, prompts: Prompts, settings: GenerationSettings, cancel: Cancel = None
     ) -> list[BackendOutput | BackendError]:
         """Run one batched, left-padded generate; split once on CUDA out-of-memory."""
         import torch
