@@ -197,7 +197,11 @@ DATA_MODULES = [
     "images.py",
     "backends/openai_backend.py",
     "backends/transformers_backend.py",
-    "offline.py",
+    "answer_json.py",
+    "answering.py",
+    "ask.py",
+    "tool_files.py",
+    "tool_pipeline.py",
     "replay.py",
     "evaluate.py",
 ]
