@@ -1,27 +1,34 @@
-"""The ``spatialthinker`` command line.
+"""The ``spatialthinker`` command line: it only dispatches.
 
-Each subcommand is registered by one ``_add_<name>_command(subparsers)`` function listed in
-``_COMMANDS``; it sets ``func`` (``args -> exit status``) as the subparser's default. Later
-subcommands (ask, replay, eval, tiny-model) plug in the same way.
+Each subcommand lives in its own module (``parse_command``, ``ask``, ``replay``, ``evaluate``,
+``tiny_model_command``) whose ``add_<name>_command(subparsers)`` is listed in ``_COMMANDS``; it
+sets ``func`` (``args -> exit status``) as the subparser's default. The argument helpers they
+share are in :mod:`spatialthinker_ros.cli_args`, their files in
+:mod:`spatialthinker_ros.tool_files`.
 
-Errors print one line to stderr and give a non-zero exit status, never a traceback.
+Errors print one line to stderr and give a non-zero exit status, never a traceback: 2 for a
+usage error, a bad option or an unusable file (:class:`CommandError`, :class:`InputFileError`,
+:class:`OutputFileError`), 1 for anything else.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
+from spatialthinker_ros.ask import add_ask_command
+from spatialthinker_ros.cli_args import CommandError
+from spatialthinker_ros.evaluate import add_eval_command
+from spatialthinker_ros.parse_command import add_parse_command
+from spatialthinker_ros.replay import add_replay_command
+from spatialthinker_ros.tiny_model_command import add_tiny_model_command
+from spatialthinker_ros.tool_files import InputFileError, OutputFileError
+
 __all__ = ["build_parser", "main"]
 
 PROG = "spatialthinker"
-
-
-class CommandError(Exception):
-    """A user-facing error: its message is printed as the one error line."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -31,96 +38,12 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def options_list(value: str) -> list[str]:
-    """``--options`` parser: comma-separated, no empty entries."""
-    options = [part.strip() for part in value.split(",")]
-    if not all(options):
-        raise argparse.ArgumentTypeError(f"empty option in {value!r}")
-    return options
-
-
-def positive_int(value: str) -> int:
-    """Argument parser for a positive integer."""
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
-    if number <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {value!r}")
-    return number
-
-
-def _add_parse_command(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "parse",
-        help="parse model output from stdin and print it as JSON",
-        description=(
-            "Read SpatialThinker output text on stdin and print the parsed result (objects, "
-            "relations, answer, choice, strict_format flag, warnings) as JSON."
-        ),
-    )
-    parser.add_argument("--width", type=positive_int, help="stated image width (clips boxes)")
-    parser.add_argument("--height", type=positive_int, help="stated image height")
-    parser.add_argument(
-        "--options",
-        type=options_list,
-        help="comma-separated multiple-choice options in order, e.g. 'behind,in front of'",
-    )
-    parser.add_argument("--compact", action="store_true", help="print one line of JSON")
-    parser.set_defaults(func=_run_parse)
-
-
-def _run_parse(args: argparse.Namespace) -> int:
-    from spatialthinker_ros.parsing import parse_output
-
-    if (args.width is None) != (args.height is None):
-        raise CommandError("--width and --height must be given together")
-    size = (args.width, args.height) if args.width is not None else None
-    # Bytes, decoded leniently: model text with a broken byte must still parse.
-    text = sys.stdin.buffer.read().decode("utf-8", errors="replace")
-    result = parse_output(text, image_size=size, options=args.options)
-    # The same key as `ask` and `replay` print: one name for one flag in every tool's output.
-    data = {
-        ("strict_format" if key == "strict" else key): value
-        for key, value in result.to_dict().items()
-    }
-    indent = None if args.compact else 2
-    sys.stdout.write(json.dumps(data, indent=indent, ensure_ascii=False) + "\n")
-    return 0
-
-
-def _add_ask_command(subparsers: argparse._SubParsersAction) -> None:
-    # The offline commands live in their own modules (imported here, not at the top, because
-    # they import CommandError from this module).
-    from spatialthinker_ros.offline import add_ask_command
-
-    add_ask_command(subparsers)
-
-
-def _add_replay_command(subparsers: argparse._SubParsersAction) -> None:
-    from spatialthinker_ros.replay import add_replay_command
-
-    add_replay_command(subparsers)
-
-
-def _add_eval_command(subparsers: argparse._SubParsersAction) -> None:
-    from spatialthinker_ros.evaluate import add_eval_command
-
-    add_eval_command(subparsers)
-
-
-def _add_tiny_model_command(subparsers: argparse._SubParsersAction) -> None:
-    from spatialthinker_ros.offline import add_tiny_model_command
-
-    add_tiny_model_command(subparsers)
-
-
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_parse_command,
-    _add_ask_command,
-    _add_replay_command,
-    _add_eval_command,
-    _add_tiny_model_command,
+    add_parse_command,
+    add_ask_command,
+    add_replay_command,
+    add_eval_command,
+    add_tiny_model_command,
 ]
 
 
@@ -153,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 1  # e.g. piped into `head`: nothing more to say
-    except CommandError as exc:
+    except (CommandError, InputFileError, OutputFileError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # one line, never a traceback

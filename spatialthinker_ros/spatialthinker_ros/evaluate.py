@@ -29,18 +29,22 @@ from typing import Any
 
 import numpy as np
 
-from spatialthinker_ros.cli import CommandError
-from spatialthinker_ros.offline import (
-    OfflineEngine,
-    Progress,
+from spatialthinker_ros.cli_args import (
+    CommandError,
     add_engine_arguments,
+    parameter_values,
+    positive_int,
+)
+from spatialthinker_ros.tool_files import (
+    InputFileError,
+    Progress,
     json_line,
     load_rgb,
     output_path,
-    positive_int,
     write_annotated,
     write_json,
 )
+from spatialthinker_ros.tool_pipeline import frames_for, render, start_pipeline
 
 __all__ = ["EvalItem", "add_eval_command", "load_items", "run_eval", "summarise"]
 
@@ -188,12 +192,14 @@ def add_eval_command(subparsers: argparse._SubParsersAction) -> None:
 def run_eval(args: argparse.Namespace) -> int:
     """``spatialthinker eval``: see :func:`add_eval_command`."""
     items = load_items(args.data)
+    values = parameter_values(args)
     if args.limit is not None:
         items = items[: args.limit]
     results_path = output_path(args.output, "results.jsonl")
     progress = Progress(total=len(items), quiet=args.quiet)
     records: list[dict[str, Any]] = []
-    engine = OfflineEngine(args)
+    pipeline = start_pipeline(values)
+    window = int(values["max_batch_size"])
     try:
         with results_path.open("w", encoding="utf-8") as out:
             in_flight: deque[tuple[EvalItem, Any, np.ndarray | None]] = deque()
@@ -218,19 +224,21 @@ def run_eval(args: argparse.Namespace) -> int:
                 if not item.error:
                     try:
                         rgb = load_rgb(item.image)
-                    except CommandError as error:
+                    except InputFileError as error:
                         item.error = str(error)
                 if not item.error:
-                    handle = engine.submit(rgb, item.question, item.options)
+                    handle = pipeline.submit(
+                        frames_for(rgb), item.question, item.options, request_id=item.id
+                    )
                 in_flight.append((item, handle, rgb))
-                while len(in_flight) >= engine.window:
+                while len(in_flight) >= window:
                     drain_one()
             while in_flight:
                 drain_one()
     finally:
-        engine.close()
+        pipeline.shutdown("offline run finished")
     summary = summarise(records)
-    summary["model"] = engine.model_name
+    summary["model"] = pipeline.model_name
     summary["data"] = str(args.data)
     write_json(args.output, "summary.json", summary)
     _print_summary(summary)
@@ -241,7 +249,6 @@ def _score(
     item: EvalItem, handle: Any, rgb: np.ndarray | None, args: argparse.Namespace
 ) -> dict[str, Any]:
     from spatialthinker_ros.engine import RequestFailed
-    from spatialthinker_ros.offline import answer_to_json
 
     record: dict[str, Any] = {
         "line": item.line,
@@ -252,10 +259,9 @@ def _score(
     if item.error:
         return {**record, "correct": False, "error": item.error}
     try:
-        result = handle.result()
+        answer = render(handle.result())
     except RequestFailed as failed:
         return {**record, "correct": False, "error": f"the model did not answer: {failed.reason}"}
-    answer = answer_to_json(result, item.question, item.options)
     record.update(
         image=str(item.image),
         question=item.question,
@@ -274,7 +280,7 @@ def _score(
         name = f"item_{item.line:06d}_{item.id[:MAX_ID_IN_NAME]}.png"
         try:
             record["annotated"] = write_annotated(args.output, name, rgb, answer).name
-        except (CommandError, OSError, ValueError) as error:
+        except (OSError, ValueError) as error:  # OutputFileError is a ValueError
             record["warnings"] = [*record["warnings"], f"annotated image not written: {error}"]
     return record
 

@@ -3,9 +3,11 @@
 The bag (sqlite3 or mcap storage) is read with the ``rosbags`` library, so no ROS graph and no
 running node are needed. Colour frames are ``sensor_msgs/Image`` or ``CompressedImage``; each
 selected frame is paired with the depth frame (``sensor_msgs/Image`` 16UC1 / 32FC1) whose
-header stamp is nearest within ``--sync-slop`` and with the latest CameraInfo, then answered and
-lifted exactly as the node would. Results go to ``results.jsonl`` (one line per frame, failures
-included with their reason) and annotated PNGs to the output folder.
+header stamp is nearest within ``--sync-slop`` (the node's rule:
+:func:`spatialthinker_ros.frame_buffer.nearest_in_time`) and with the latest CameraInfo, then
+answered through the node's answering pipeline and rendered by its one JSON renderer. Results
+go to ``results.jsonl`` (one line per frame, failures included with their reason) and annotated
+PNGs to the output folder.
 
 Frames are picked with ``--every N`` (every Nth colour frame) or ``--rate HZ`` (by header
 stamp), and up to ``--max-batch-size`` frames are queued so the engine can batch them.
@@ -20,26 +22,21 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from spatialthinker_ros.cli import CommandError
-from spatialthinker_ros.offline import (
-    OfflineEngine,
-    Progress,
+from spatialthinker_ros.cli_args import (
+    CommandError,
     add_engine_arguments,
-    answer_to_json,
-    depth_units_warning,
-    json_line,
-    lift,
-    lift_params_from_args,
     options_list,
-    output_path,
+    parameter_values,
     positive_float,
     positive_int,
-    write_annotated,
 )
+from spatialthinker_ros.frame_buffer import nearest_in_time
+from spatialthinker_ros.tool_files import Progress, json_line, output_path, write_annotated
+from spatialthinker_ros.tool_pipeline import frames_for, render, start_pipeline
 
 __all__ = ["BagFrame", "add_replay_command", "read_frames", "run_replay"]
 
@@ -63,19 +60,33 @@ class BagFrame:
         stamp: Header stamp in seconds.
         rgb: ``HxWx3`` uint8 RGB, or None when decoding failed (see ``error``).
         depth_m: Matched depth in metres, or None.
+        depth_scale: Metres per unit of the 16-bit depth it was read from (None: metres).
         intrinsics: From the latest CameraInfo, or None.
         no_3d_reason: Why there is no depth/intrinsics ("" when both are present).
         error: Why the frame cannot be answered ("" when it can).
+        header_stamp: The colour header's ``(sec, nanosec)``.
+        frame_id: The colour header's ``frame_id``.
     """
 
     index: int
     stamp: float
     rgb: np.ndarray | None = None
     depth_m: np.ndarray | None = None
+    depth_scale: float | None = None
     intrinsics: Any = None
     no_3d_reason: str = ""
     error: str = ""
+    header_stamp: tuple[int, int] = (0, 0)
+    frame_id: str = ""
     _raw: Any = field(default=None, repr=False)
+
+
+class _DepthRecord(NamedTuple):
+    """A recorded depth frame, still serialised (deserialised only when it is matched)."""
+
+    stamp: float
+    raw: bytes
+    msgtype: str
 
 
 def _stamp(msg: Any) -> float:
@@ -221,7 +232,7 @@ def _iterate(
     # Recent depth frames, raw (deserialised only when matched); a depth frame can be recorded
     # before or after its colour frame, so selected colour frames wait in `pending` until a
     # depth frame newer than stamp + slop has been seen.
-    depth_buffer: deque[tuple[float, Any, str]] = deque(maxlen=64)
+    depth_buffer: deque[_DepthRecord] = deque(maxlen=64)
     pending: deque[BagFrame] = deque()
     latest_info: list[Any] = [None]
     newest_depth = newest_colour = -np.inf
@@ -230,24 +241,25 @@ def _iterate(
     last_taken_stamp: float | None = None
 
     def finish(frame: BagFrame) -> BagFrame:
-        _decode_colour(frame, typestore)
+        _decode_colour(frame)
+        if frame.error:
+            return frame
         if depth is None:
             frame.no_3d_reason = "no depth topic"
             return frame
-        best = min(depth_buffer, key=lambda d: abs(d[0] - frame.stamp), default=None)
-        if best is None or abs(best[0] - frame.stamp) > sync_slop:
+        best, _gap = nearest_in_time(frame.stamp, depth_buffer, sync_slop)
+        if best is None:
             frame.no_3d_reason = f"no depth frame within {sync_slop} s of the colour frame"
             return frame
         if latest_info[0] is None:
             frame.no_3d_reason = "no camera_info before this frame"
             return frame
         try:
-            from spatialthinker_ros import images
-            from spatialthinker_ros.camera import CameraIntrinsics, depth_to_metres
+            from spatialthinker_ros.camera import CameraIntrinsics
+            from spatialthinker_ros.images import depth_message_to_metres
 
-            msg = typestore.deserialize_cdr(best[1], best[2])
-            scale = depth_scale if msg.encoding != "32FC1" else None  # 16-bit units only
-            frame.depth_m = depth_to_metres(images.image_to_numpy(msg), msg.encoding, scale)
+            msg = typestore.deserialize_cdr(best.raw, best.msgtype)
+            frame.depth_m, frame.depth_scale = depth_message_to_metres(msg, depth_scale)
             frame.intrinsics = CameraIntrinsics.from_camera_info(
                 latest_info[0], use_projection=rectified
             )
@@ -269,7 +281,7 @@ def _iterate(
                     msg_stamp = _stamp(typestore.deserialize_cdr(raw, connection.msgtype))
                 except Exception:
                     continue
-                depth_buffer.append((msg_stamp, raw, connection.msgtype))
+                depth_buffer.append(_DepthRecord(msg_stamp, raw, connection.msgtype))
                 newest_depth = max(newest_depth, msg_stamp)
             elif topic == colour:
                 colour_index += 1
@@ -279,6 +291,8 @@ def _iterate(
                 try:
                     msg = typestore.deserialize_cdr(raw, connection.msgtype)
                     frame.stamp = _stamp(msg)
+                    frame.header_stamp = (int(msg.header.stamp.sec), int(msg.header.stamp.nanosec))
+                    frame.frame_id = str(msg.header.frame_id)
                     frame._raw = msg
                     newest_colour = max(newest_colour, frame.stamp)
                 except Exception as error:
@@ -308,7 +322,7 @@ def _iterate(
         reader.close()
 
 
-def _decode_colour(frame: BagFrame, typestore: Any) -> None:
+def _decode_colour(frame: BagFrame) -> None:
     from spatialthinker_ros import images
 
     msg, frame._raw = frame._raw, None
@@ -318,9 +332,7 @@ def _decode_colour(frame: BagFrame, typestore: Any) -> None:
         if hasattr(msg, "format"):  # CompressedImage
             frame.rgb = images.decode_compressed_image(msg)
         else:
-            frame.rgb = np.ascontiguousarray(
-                images.to_rgb(images.image_to_numpy(msg), msg.encoding)
-            )
+            frame.rgb = np.ascontiguousarray(images.image_to_rgb(msg))
     except Exception as error:
         frame.error = f"cannot decode the colour image: {' '.join(str(error).split())}"
 
@@ -363,7 +375,7 @@ def run_replay(args: argparse.Namespace) -> int:
     """``spatialthinker replay``: see :func:`add_replay_command`."""
     if not args.question.strip():
         raise CommandError("--question is empty")
-    params = lift_params_from_args(args)
+    values = parameter_values(args)
     # Open the bag and check the topics before loading the model.
     summary, frames = read_frames(
         args.bag,
@@ -375,8 +387,8 @@ def run_replay(args: argparse.Namespace) -> int:
         rate_hz=args.rate,
         limit=args.limit,
         sync_slop=args.sync_slop,
-        depth_scale=args.depth_scale,
-        rectified=args.camera_rectified,
+        depth_scale=values["depth.scale"],
+        rectified=values["camera.rectified"],
     )
     results_path = output_path(args.output, "results.jsonl")
     progress = Progress(total=summary["selected"], quiet=args.quiet)
@@ -389,7 +401,8 @@ def run_replay(args: argparse.Namespace) -> int:
             flush=True,
         )
     answered = failed = 0
-    engine = OfflineEngine(args)
+    pipeline = start_pipeline(values)
+    window = int(values["max_batch_size"])
     try:
         with results_path.open("w", encoding="utf-8") as out:
             in_flight: deque[tuple[BagFrame, Any]] = deque()
@@ -397,7 +410,7 @@ def run_replay(args: argparse.Namespace) -> int:
             def drain_one() -> None:
                 nonlocal answered, failed
                 frame, handle = in_flight.popleft()
-                record = _answer_frame(frame, handle, args, params)
+                record = _answer_frame(frame, handle, args)
                 if "error" in record:
                     failed += 1
                     progress.step(f"frame {frame.index}: FAILED: {record['error']}")
@@ -412,14 +425,19 @@ def run_replay(args: argparse.Namespace) -> int:
             for frame in frames:
                 handle = None
                 if not frame.error:
-                    handle = engine.submit(frame.rgb, args.question, args.options)
+                    handle = pipeline.submit(
+                        _frames(frame, args.no_depth),
+                        args.question,
+                        args.options,
+                        request_id=f"frame-{frame.index}",
+                    )
                 in_flight.append((frame, handle))
-                while len(in_flight) >= engine.window:
+                while len(in_flight) >= window:
                     drain_one()
             while in_flight:
                 drain_one()
     finally:
-        engine.close()
+        pipeline.shutdown("offline run finished")
     total = answered + failed
     print(
         f"replay: {total} frames, {answered} answered, {failed} failed; results in {results_path}",
@@ -430,34 +448,28 @@ def run_replay(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _answer_frame(
-    frame: BagFrame, handle: Any, args: argparse.Namespace, params: Any
-) -> dict[str, Any]:
+def _frames(frame: BagFrame, no_depth: bool) -> Any:
+    """What the request sees of one bag frame (2D only, without a reason, under --no-depth)."""
+    return frames_for(
+        frame.rgb,
+        frame.depth_m,
+        frame.intrinsics,
+        frame.depth_scale,
+        "" if no_depth else frame.no_3d_reason,
+    )
+
+
+def _answer_frame(frame: BagFrame, handle: Any, args: argparse.Namespace) -> dict[str, Any]:
     from spatialthinker_ros.engine import RequestFailed
 
     base: dict[str, Any] = {"frame": frame.index, "stamp": frame.stamp}
     if frame.error:
         return {**base, "error": frame.error}
     try:
-        result = handle.result()
+        answer = handle.result()
     except RequestFailed as failed:
         return {**base, "error": f"the model did not answer: {failed.reason}"}
-    height, width = frame.rgb.shape[:2]
-    boxes = [obj.bbox for obj in result.result.objects]
-    reason = frame.no_3d_reason
-    lifted = None
-    if frame.depth_m is not None:
-        labels = [obj.id for obj in result.result.objects]
-        lifted, reason = lift(
-            boxes, frame.depth_m, frame.intrinsics, (width, height), params, labels
-        )
-    elif args.no_depth:
-        reason = ""
-    record = {**base, **answer_to_json(result, args.question, args.options, lifted, reason)}
-    if frame.depth_m is not None:
-        units = depth_units_warning(frame.depth_m, params, args.depth_scale)
-        if units:
-            record["warnings"].append(units)
+    record = {**base, **render(answer, frame.header_stamp, frame.frame_id)}
     if not args.no_annotate:
         path = write_annotated(args.output, f"frame_{frame.index:06d}.png", frame.rgb, record)
         record["annotated"] = path.name

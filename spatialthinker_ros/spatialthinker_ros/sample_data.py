@@ -9,7 +9,8 @@ true 3D centre and size next to the file names. Files:
 * ``camera_info.yaml``: the colour camera in the ROS camera_info YAML format;
 * ``scene.json``: the manifest described above.
 
-``tools/make_sample.py`` writes it; ``tools/demo.py`` plays it to the node.
+``tools/make_sample.py`` writes it; ``tools/demo.py`` plays it to the node, or a folder of your
+own frames in the same layout (``make demo SAMPLE=DIR``, see :func:`load_sample`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,12 @@ from typing import Any
 import numpy as np
 
 from spatialthinker_ros.camera import CameraIntrinsics
+from spatialthinker_ros.tool_files import (
+    InputFileError,
+    load_rgb,
+    read_camera_info_yaml,
+    write_camera_info_yaml,
+)
 
 __all__ = ["SAMPLE_DIR", "Sample", "SampleFrame", "load_sample", "write_sample"]
 
@@ -55,8 +62,9 @@ class Sample:
         intrinsics: Colour camera intrinsics.
         question: The question.
         options: Its options.
-        answer: Correct option letter.
-        objects: Ground truth per object (label, bbox, center, size) from the renderer.
+        answer: Correct option letter ("" when the folder gives none).
+        objects: Ground truth per object (label, bbox, center, size) from the renderer; empty
+            for frames of your own.
     """
 
     frames: list[SampleFrame]
@@ -81,7 +89,6 @@ def write_sample(directory: str | Path, frames: int = 1, seed: int = 0) -> list[
     """
     import cv2
 
-    from spatialthinker_ros.offline import write_camera_info_yaml
     from spatialthinker_ros.synthetic_scene import demo_scene
 
     folder = Path(directory)
@@ -125,33 +132,52 @@ def write_sample(directory: str | Path, frames: int = 1, seed: int = 0) -> list[
 
 
 def load_sample(directory: str | Path = SAMPLE_DIR) -> Sample:
-    """Read a sample folder written by :func:`write_sample`.
+    """Read a sample folder: the bundled one, one written by :func:`write_sample`, or your own.
+
+    Your own frames need only a ``scene.json`` with ``question``, ``options`` (``[]`` for an
+    open question), ``camera_info`` (a camera_info YAML file) and ``frames`` (``[{"color":
+    "a.png", "depth": "a_depth.png"}, ...]``, 16-bit depth registered to the colour); the
+    ground truth (``answer``, ``objects``) is optional.
 
     Raises:
-        FileNotFoundError: The folder or one of its files is missing.
-        ValueError: A file is not what the manifest says.
+        FileNotFoundError: The folder has no ``scene.json``.
+        InputFileError: A file is missing or unusable, or the manifest lacks a field (a
+            ``ValueError``; the file and the problem named).
     """
     import cv2
-
-    from spatialthinker_ros.offline import read_camera_info_yaml
 
     folder = Path(directory)
     manifest_path = folder / "scene.json"
     if not manifest_path.is_file():
         raise FileNotFoundError(f"no sample at {folder} (scene.json missing)")
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputFileError(f"{manifest_path} is not valid JSON ({error})") from None
+    if not isinstance(manifest, dict):
+        raise InputFileError(f"{manifest_path} is not a JSON object")
+    missing = [
+        key for key in ("question", "options", "camera_info", "frames") if key not in manifest
+    ]
+    if missing:
+        raise InputFileError(f"{manifest_path} lacks {', '.join(missing)}")
+    if not isinstance(manifest["frames"], list) or not manifest["frames"]:
+        raise InputFileError(f"{manifest_path}: 'frames' must list at least one frame")
     frames = []
     for entry in manifest["frames"]:
-        bgr = cv2.imread(str(folder / entry["color"]), cv2.IMREAD_COLOR)
-        depth = cv2.imread(str(folder / entry["depth"]), cv2.IMREAD_UNCHANGED)
-        if bgr is None or depth is None or depth.dtype != np.uint16:
-            raise ValueError(f"sample frame {entry} is missing or not RGB + 16-bit depth")
-        frames.append(SampleFrame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), depth))
+        if not isinstance(entry, dict) or not {"color", "depth"} <= entry.keys():
+            raise InputFileError(f"{manifest_path}: frame {entry!r} needs 'color' and 'depth'")
+        rgb = load_rgb(folder / entry["color"])
+        depth_path = folder / entry["depth"]
+        depth = cv2.imread(str(depth_path), cv2.IMREAD_UNCHANGED)
+        if depth is None or depth.dtype != np.uint16 or depth.ndim != 2:
+            raise InputFileError(f"depth {depth_path} is missing or not a 16-bit depth image")
+        frames.append(SampleFrame(rgb, depth))
     return Sample(
         frames=frames,
         intrinsics=read_camera_info_yaml(folder / manifest["camera_info"]),
-        question=manifest["question"],
-        options=list(manifest["options"]),
-        answer=manifest["answer"],
-        objects=list(manifest["objects"]),
+        question=str(manifest["question"]),
+        options=[str(option) for option in manifest["options"]],
+        answer=str(manifest.get("answer") or ""),
+        objects=list(manifest.get("objects") or []),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import io
 import json
 import subprocess
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from spatialthinker_ros import cli
+from spatialthinker_ros import cli, parse_command
 
 
 class _Stdin:
@@ -104,8 +105,33 @@ def test_help_exits_zero(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capture
 def test_subcommands_are_registered_by_functions() -> None:
     parser = cli.build_parser()
     args = parser.parse_args(["parse"])
-    assert args.func is cli._run_parse
-    assert cli._add_parse_command in cli._COMMANDS
+    assert args.func is parse_command.run_parse
+    assert parse_command.add_parse_command in cli._COMMANDS
+
+
+PACKAGE = Path(cli.__file__).parent
+# The subcommand modules and what they share; the entry point only dispatches to them.
+TOOL_MODULES = ("ask", "replay", "evaluate", "parse_command", "tiny_model_command")
+
+
+def _package_imports(module: str) -> set[str]:
+    """The package modules ``module`` imports (at the top or inside functions)."""
+    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("spatialthinker_"):
+            names.add(node.module.removeprefix("spatialthinker_ros."))
+        elif isinstance(node, ast.Import):
+            names |= {a.name for a in node.names if a.name.startswith("spatialthinker_")}
+    return names
+
+
+def test_the_argument_helpers_are_a_leaf_and_nothing_imports_the_entry_point() -> None:
+    # cli -> ask/replay/evaluate -> cli was a cycle; the helpers they share sit below them all.
+    assert _package_imports("cli_args") <= {"parameters", "backends"}
+    for module in (*TOOL_MODULES, "cli_args", "tool_files", "tool_pipeline"):
+        assert "cli" not in _package_imports(module), module
+    assert not (PACKAGE / "offline.py").exists()
 
 
 def test_module_runs_as_a_program(data_dir: Path) -> None:

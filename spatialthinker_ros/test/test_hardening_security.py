@@ -11,7 +11,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spatialthinker_ros.offline import output_path
+from spatialthinker_ros.tool_files import output_path
 from spatialthinker_ros.parameters import PARAMETERS
 from spatialthinker_ros.parsing import parse_output
 
