@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""`make demo`: run spatialthinker_node end to end on the bundled RGB-D sample.
+"""`make demo`: run spatialthinker_node end to end on the bundled RGB-D sample (or your own).
 
 Starts the node (``python -m spatialthinker_ros.node`` with the package's parameter file and
-the chosen model), plays the sample (samples/) as a camera would (colour, 16UC1 depth and
-CameraInfo, fresh stamps, sensor-data QoS), asks the sample's multiple-choice question through
+the chosen model), plays the sample (samples/, or the folder ``--sample DIR`` names, laid out
+as :func:`spatialthinker_ros.sample_data.load_sample` says) as a camera would (colour, 16UC1
+depth and CameraInfo, fresh stamps, sensor-data QoS), asks the sample's question through
 ``~/query`` as a planner would, prints the answer, the chosen option and the scene graph with
-3D positions, and writes ``answer.json`` and ``annotated.png`` to the output folder. The node's
+3D positions, and writes ``answer.json`` (the one JSON rendering of the node's answer,
+:mod:`spatialthinker_ros.answer_json`) and ``annotated.png`` to the output folder. The node's
 log (model download progress included) streams through.
 
 Exit status: 0 answered, 2 the model could not be loaded (with how to pass a local directory),
@@ -17,16 +19,15 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import re
-import signal
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from spatialthinker_ros.backends import BACKEND_NAMES
 from spatialthinker_ros.fastdds import PROFILE_VARIABLES, set_default_profile
+from spatialthinker_ros.node_process import NodeProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "spatialthinker_ros"
@@ -122,58 +123,19 @@ def demo_environment() -> dict[str, str]:
     return env
 
 
-class NodeProcess:
-    """spatialthinker_node in a subprocess; its output streams to ours and is kept for scanning."""
-
-    def __init__(self, args: argparse.Namespace, env: dict[str, str]) -> None:
-        command = [sys.executable, "-m", "spatialthinker_ros.node", "--ros-args"]
-        command += ["--params-file", str(PARAMS_FILE)]
-        command += ["-p", f"model:={args.model}", "-p", f"backend:={args.backend}"]
-        if args.max_new_tokens:
-            command += ["-p", f"max_new_tokens:={args.max_new_tokens}"]
-        for param in args.param:
-            command += ["-p", param]
-        for name, topic in TOPICS.items():
-            command += ["-r", f"{name}:={topic}"]
-        self.process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env
-        )
-        self._text: list[str] = []
-        self._lock = threading.Lock()
-        self._quiet = args.quiet
-        self._reader = threading.Thread(target=self._pump, daemon=True)
-        self._reader.start()
-
-    def _pump(self) -> None:
-        # Raw chunks, not lines: download progress bars redraw with \r and must show live.
-        stream = self.process.stdout
-        assert stream is not None
-        while chunk := os.read(stream.fileno(), 4096):
-            if not self._quiet:
-                sys.stdout.buffer.write(chunk)
-                sys.stdout.flush()
-            with self._lock:
-                self._text.append(chunk.decode("utf-8", errors="replace"))
-
-    def output(self) -> str:
-        with self._lock:
-            return "".join(self._text)
-
-    def configure_failure(self) -> str | None:
-        """The reason the node gave for failing to configure, if it did."""
-        match = re.search(r"cannot configure: (.*)", self.output())
-        return match[1].strip() if match else None
-
-    def stop(self, timeout: float = 20.0) -> None:
-        """Interrupt as Ctrl-C would; kill if it does not exit."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        self._reader.join(5)
+def start_node(args: argparse.Namespace, env: dict[str, str]) -> NodeProcess:
+    """spatialthinker_node with the package's parameter file, the chosen model and backend and
+    the ``--param`` overrides, listening to the sample camera; its log streams through."""
+    overrides = [f"model:={args.model}", f"backend:={args.backend}"]
+    if args.max_new_tokens:
+        overrides.append(f"max_new_tokens:={args.max_new_tokens}")
+    return NodeProcess(
+        remaps=TOPICS,
+        env=env,
+        params_files=[PARAMS_FILE],
+        overrides=[*overrides, *args.param],
+        echo=None if args.quiet else sys.stdout.buffer,
+    )
 
 
 class Camera:
@@ -197,11 +159,13 @@ class Camera:
         ]
         self.sample = sample
         k = sample.intrinsics
-        info = CameraInfo(width=k.width, height=k.height, distortion_model="plumb_bob")
+        # Frames of your own may come with their lens distortion; the node undoes it.
+        model = k.distortion_model or "plumb_bob"
+        info = CameraInfo(width=k.width, height=k.height, distortion_model=model)
         info.k = [k.fx, 0.0, k.cx, 0.0, k.fy, k.cy, 0.0, 0.0, 1.0]
         info.p = [k.fx, 0.0, k.cx, 0.0, 0.0, k.fy, k.cy, 0.0, 0.0, 0.0, 1.0, 0.0]
         info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
-        info.d = [0.0] * 5
+        info.d = [float(v) for v in k.distortion] or [0.0] * 5
         self._info = info
         self.sent: dict[tuple[int, int], int] = {}  # stamp -> frame index, to find the answer's
         self._count = 0
@@ -217,67 +181,6 @@ class Camera:
             msg.header.stamp = stamp
             msg.header.frame_id = self.frame_id
             self._pubs[name].publish(msg)
-
-
-def answer_to_dict(answer: Any) -> dict[str, Any]:
-    """``SpatialAnswer`` as JSON-ready data (the layout of ``spatialthinker ask``)."""
-    from spatialthinker_ros.relation_check import verdict_name
-
-    objects = []
-    for o in answer.scene_graph.objects:
-        item: dict[str, Any] = {
-            "id": o.id,
-            "label": o.label,
-            "bbox": [round(float(v), 2) for v in (o.x_min, o.y_min, o.x_max, o.y_max)],
-            "has_3d": bool(o.has_3d),
-            "center": None,
-            "size": None,
-            "distance": None,
-        }
-        if o.has_3d:
-            centre = (o.center.x, o.center.y, o.center.z)
-            item.update(
-                center=[round(v, 4) for v in centre],
-                size=[round(v, 4) for v in (o.size.x, o.size.y, o.size.z)],
-                distance=round(sum(v * v for v in centre) ** 0.5, 4),
-                valid_depth_pixels=int(o.valid_depth_pixels),
-                depth_fill=round(float(o.depth_fill), 4),
-            )
-        else:
-            item["no_3d_reason"] = o.no_3d_reason
-        objects.append(item)
-    stamp = answer.header.stamp
-    return {
-        "request_id": answer.request_id,
-        "stamp": stamp.sec + stamp.nanosec * 1e-9,
-        "frame_id": answer.header.frame_id,
-        "question": answer.question,
-        "options": list(answer.options),
-        "answer": answer.answer,
-        "choice": answer.choice or None,
-        "choice_index": answer.choice_index if answer.choice_index >= 0 else None,
-        "observation": answer.observation,
-        "reasoning": answer.reasoning,
-        "objects": objects,
-        "relations": [
-            {
-                "subject": r.subject,
-                "predicate": r.predicate,
-                "object": r.object,
-                "verdict": verdict_name(r.verdict),
-                "evidence": r.evidence,
-            }
-            for r in answer.scene_graph.relations
-        ],
-        "relations_contradicted": int(answer.relations_contradicted),
-        "strict_format": bool(answer.strict_format),
-        "warnings": list(answer.warnings),
-        "raw_output": answer.raw_output,
-        "model": answer.model,
-        "model_image_size": [answer.model_image_width, answer.model_image_height],
-        "inference_s": round(answer.inference_s, 3),
-        "total_s": round(answer.total_s, 3),
-    }
 
 
 def print_answer(data: dict[str, Any]) -> None:
@@ -318,6 +221,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         sample = load_sample(sample_dir)
     except (FileNotFoundError, ValueError) as error:
+        if args.sample:
+            raise DemoError(f"sample {args.sample} unusable: {error}") from None
         raise DemoError(
             f"bundled sample unusable: {error} (regenerate: tools/make_sample.py)"
         ) from None
@@ -327,29 +232,23 @@ def run(args: argparse.Namespace) -> int:
         check_model(args.model)
 
     env = demo_environment()
-    os.environ.update(
-        {
-            k: env[k]
-            for k in (
-                "ROS_AUTOMATIC_DISCOVERY_RANGE",
-                "ROS_DOMAIN_ID",
-                *PROFILE_VARIABLES,
-                "AMENT_PREFIX_PATH",
-            )
-        }
-    )
+    # This process talks to the node too: same discovery, domain and profile. (On Kilted only
+    # the new profile variable is set: the old one would be logged as deprecated.)
+    shared = ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID", *PROFILE_VARIABLES)
+    os.environ.update({k: env[k] for k in (*shared, "AMENT_PREFIX_PATH") if k in env})
     print(
         f"{PROG}: starting spatialthinker_node with model {args.model} "
         f"(ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']})",
         flush=True,
     )
-    node_process = NodeProcess(args, env)
+    node_process = start_node(args, env)
 
     import rclpy
     from lifecycle_msgs.srv import GetState
     from rclpy.executors import MultiThreadedExecutor
 
     from spatialthinker_msgs.srv import Query
+    from spatialthinker_ros.answer_json import answer_to_json
 
     context = rclpy.Context()
     rclpy.init(context=context)
@@ -419,8 +318,8 @@ def run(args: argparse.Namespace) -> int:
                 time.sleep(0.5)  # no frame yet: the camera needs another moment
         if not response.success:
             raise DemoError(f"the node did not answer: {response.message}")
-        data = answer_to_dict(response.answer)
-        data["expected_choice"] = sample.answer
+        data = answer_to_json(response.answer)
+        data["expected_choice"] = sample.answer or None
         stamp = (response.answer.header.stamp.sec, response.answer.header.stamp.nanosec)
         frame = sample.frames[camera.sent.get(stamp, 0)]
     finally:
@@ -429,7 +328,7 @@ def run(args: argparse.Namespace) -> int:
         rclpy.try_shutdown(context=context)
         node_process.stop()
 
-    from spatialthinker_ros.offline import write_annotated, write_json
+    from spatialthinker_ros.tool_files import write_annotated, write_json
 
     print_answer(data)
     json_path = write_json(output, "answer.json", data)
@@ -442,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     """Command line; see the module docstring."""
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=DEFAULT_MODEL, help="hub id or local directory")
-    parser.add_argument("--backend", default="transformers", choices=("transformers", "openai"))
+    parser.add_argument("--backend", default=BACKEND_NAMES[0], choices=BACKEND_NAMES)
     parser.add_argument(
         "--output", default="out/demo", help="folder for answer.json, annotated.png"
     )
@@ -460,7 +359,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME:=VALUE",
         help="another node parameter, e.g. device:=cpu or openai.base_url:=http://host:8000/v1",
     )
-    parser.add_argument("--sample", help="sample folder (default: the bundled samples/)")
+    parser.add_argument(
+        "--sample",
+        metavar="DIR",
+        help="folder of RGB-D frames with a scene.json (question, options, camera_info, frames;"
+        " see README) to play instead of the bundled samples/",
+    )
     parser.add_argument("--quiet", action="store_true", help="do not echo the node's log")
     args = parser.parse_args(argv)
     try:

@@ -10,22 +10,15 @@ the node publishes. Traffic stays on loopback in this run's ROS domain
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import signal
 import socket
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import rclpy
-import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
@@ -39,6 +32,7 @@ from visualization_msgs.msg import MarkerArray
 from spatialthinker_msgs.action import Query as QueryAction
 from spatialthinker_msgs.msg import SceneGraph, SpatialAnswer
 from spatialthinker_msgs.srv import Query
+from spatialthinker_ros import node_process
 from spatialthinker_ros.images import numpy_to_image
 from spatialthinker_ros.synthetic_scene import SyntheticScene, demo_scene
 
@@ -111,8 +105,16 @@ def scripted_reply(
     return reply
 
 
-class NodeProcess:
-    """spatialthinker_node in a subprocess with a params file."""
+# Where the rig's camera publishes (the node's inputs are remapped here by default).
+TEST_REMAPS = {
+    "image": "/test_cam/image",
+    "depth": "/test_cam/depth",
+    "camera_info": "/test_cam/camera_info",
+}
+
+
+class NodeProcess(node_process.NodeProcess):
+    """spatialthinker_node in a subprocess with a params file, listening to the rig's camera."""
 
     def __init__(
         self,
@@ -120,46 +122,7 @@ class NodeProcess:
         remaps: dict[str, str] | None = None,
         env: dict[str, str] | None = None,
     ) -> None:
-        self.final_log: str | None = None
-        self._dir = tempfile.TemporaryDirectory(prefix="spatialthinker_node_")
-        self.params_file = Path(self._dir.name) / "params.yaml"
-        self.params_file.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
-        self.log_path = Path(self._dir.name) / "node.log"
-        remaps = remaps or {
-            "image": "/test_cam/image",
-            "depth": "/test_cam/depth",
-            "camera_info": "/test_cam/camera_info",
-        }
-        args = [sys.executable, "-m", "spatialthinker_ros.node", "--ros-args"]
-        args += ["--params-file", str(self.params_file)]
-        for name, target in remaps.items():
-            args += ["-r", f"{name}:={target}"]
-        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            args, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
-        )
-
-    def log(self) -> str:
-        """Everything the node printed so far (also after stop())."""
-        if self.final_log is not None:
-            return self.final_log
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, timeout: float = 20.0) -> int:
-        """Interrupt the node as Ctrl-C would and wait for it to exit."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        self._log.close()
-        code = self.process.returncode
-        self.final_log = self.log_path.read_text(errors="replace")
-        self._dir.cleanup()
-        return code
+        super().__init__(params, remaps or TEST_REMAPS, env)
 
 
 def free_port() -> int:
