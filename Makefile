@@ -52,7 +52,8 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 help:
 	@echo "make test   - bootstrap .venv-$(ROS_DISTRO) if needed, then lint + the whole test suite"
-	@echo "make demo   - bootstrap .venv-$(ROS_DISTRO) if needed, then run the node end to end (MODEL=... to choose)"
+	@echo "make demo   - bootstrap .venv-$(ROS_DISTRO) if needed, then run the node end to end (MODEL=... to choose,"
+	@echo "              SAMPLE=DIR to play your own RGB-D frames instead of samples/)"
 	@echo "make format - apply ruff formatting"
 	@echo "ROS_DISTRO=jazzy (default, the LTS) or ROS_DISTRO=kilted, e.g. make test ROS_DISTRO=kilted"
 
@@ -96,7 +97,7 @@ test: lint
 		$(PY) -m pytest spatialthinker_ros/test
 
 demo: venv
-	$(PY) tools/demo.py $(if $(MODEL),--model "$(MODEL)")
+	$(PY) tools/demo.py $(if $(MODEL),--model "$(MODEL)") $(if $(SAMPLE),--sample "$(SAMPLE)")
 
 clean:
 	rm -rf $(BUILD) $(VENV)
