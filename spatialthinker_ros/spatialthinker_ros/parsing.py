@@ -52,6 +52,7 @@ __all__ = [
     "SpatialResult",
     "label_from_id",
     "parse_output",
+    "section_progress",
 ]
 
 #: The four sections, in the order the model is trained to write them.
@@ -349,6 +350,23 @@ def _split_sections(text: str, notes: _Notes) -> _Sections:
             notes.add(f"text before the first tag ignored: {_excerpt(text[:first].strip())}")
     tail = max((sec.end for secs in found.values() for sec in secs), default=0)
     return _Sections(used, tail)
+
+
+def section_progress(text: str) -> tuple[str | None, int | None]:
+    """Where an output still being written stands, by the rules :func:`parse_output` reads it.
+
+    Returns:
+        The tag of the section written last (the last one started, in document order; None
+        before the first tag), and, once the ``<scene>`` that :func:`parse_output` would use is
+        closed, the position just after its ``</scene>`` (else None). The text up to that
+        position holds the whole scene graph: parsing it gives the final parse's scene.
+    """
+    split = _split_sections(text, _Notes())
+    started = [(sec.start, tag) for tag, sec in split.used.items() if sec.content is not None]
+    current = max(started)[1] if started else None
+    scene = split.used["scene"]
+    closed = scene.content is not None and scene.complete
+    return current, (scene.end if closed else None)
 
 
 # --------------------------------------------------------------------------------------------
