@@ -138,6 +138,15 @@ def test_ask_without_depth_is_2d_only(capsys: pytest.CaptureFixture, tmp_path: P
             "cannot read depth",
         ),
         (lambda d: ["ask", str(IMAGE), "-q", "q", "--model", str(d / "nope")], "does not exist"),
+        # Flags take the node's parameters' rules, and the error names the flag.
+        (
+            lambda d: ["ask", str(IMAGE), "-q", "q", "--max-new-tokens", "8"],
+            "--max-new-tokens: max_new_tokens must be between 16 and 32768 (got 8)",
+        ),
+        (
+            lambda d: ["ask", str(IMAGE), "-q", "q", "--depth-min", "5", "--depth-max", "1"],
+            "depth.min_depth (5) must be below depth.max_depth (1)",
+        ),
     ],
 )
 def test_ask_bad_input_is_one_line_and_non_zero(

@@ -113,3 +113,54 @@ def test_demo_with_an_unusable_model_directory_fails_clearly(tmp_path: Path, kin
     first = done.stderr.splitlines()[0]
     assert first.startswith("demo: error:") and str(model) in first
     assert "MODEL=" in done.stderr or "model directory" in done.stderr
+
+
+def _own_frames(folder: Path, manifest: dict) -> Path:
+    """A folder of "your own" frames: the sample's pictures under other names, a manifest with
+    only the required fields."""
+    import shutil
+
+    folder.mkdir()
+    shutil.copy(SAMPLE_DIR / "color_000.png", folder / "shot.png")
+    shutil.copy(SAMPLE_DIR / "depth_000.png", folder / "shot_depth.png")
+    shutil.copy(SAMPLE_DIR / "camera_info.yaml", folder / "cam.yaml")
+    (folder / "scene.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def test_demo_plays_your_own_frames_with_sample_dir(tmp_path: Path) -> None:
+    question = "Which box is nearer to the camera?"
+    frames = _own_frames(
+        tmp_path / "mine",
+        {
+            "question": question,
+            "options": ["the red box", "the green box"],
+            "camera_info": "cam.yaml",
+            "frames": [{"color": "shot.png", "depth": "shot_depth.png"}],
+        },
+    )
+    scene = demo_scene()
+    with ScriptedOpenAIServer(default_reply=scripted_reply(scene)) as server:
+        argv = ["--sample", str(frames), "--backend", "openai", "--quiet", "--timeout", "90"]
+        argv += ["--param", f"openai.base_url:={server.base_url}", "--output", str(tmp_path / "o")]
+        done = _demo(argv)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    data = json.loads((tmp_path / "o" / "answer.json").read_text())
+    # The folder's question went to the node, and no ground truth is claimed.
+    assert (data["question"], data["options"]) == (question, ["the red box", "the green box"])
+    assert data["expected_choice"] is None
+    assert f"Question: {question}" in done.stdout
+    red = next(o for o in data["objects"] if o["id"] == "red_box.1")
+    assert red["has_3d"]
+    assert np.linalg.norm(np.array(red["center"]) - scene.objects[0].center) < 0.06
+
+
+def test_demo_names_what_is_missing_from_your_frames(tmp_path: Path) -> None:
+    frames = _own_frames(tmp_path / "mine", {"question": "q?", "options": []})
+    done = _demo(["--sample", str(frames), "--output", str(tmp_path / "o")], timeout=30)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"demo: error: sample {frames} unusable:"), line
+    assert "lacks camera_info, frames" in line
+    assert not (tmp_path / "o").exists()
