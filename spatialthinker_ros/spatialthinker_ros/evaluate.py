@@ -22,7 +22,6 @@ import json
 import re
 import string
 import sys
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +43,7 @@ from spatialthinker_ros.tool_files import (
     write_annotated,
     write_json,
 )
-from spatialthinker_ros.tool_pipeline import frames_for, render, start_pipeline
+from spatialthinker_ros.tool_pipeline import answer_in_order, frames_for, render, start_pipeline
 
 __all__ = ["EvalItem", "add_eval_command", "load_items", "run_eval", "summarise"]
 
@@ -199,44 +198,40 @@ def run_eval(args: argparse.Namespace) -> int:
     progress = Progress(total=len(items), quiet=args.quiet)
     records: list[dict[str, Any]] = []
     pipeline = start_pipeline(values)
-    window = int(values["max_batch_size"])
-    try:
-        with results_path.open("w", encoding="utf-8") as out:
-            in_flight: deque[tuple[EvalItem, Any, np.ndarray | None]] = deque()
 
-            def drain_one() -> None:
-                item, handle, rgb = in_flight.popleft()
-                record = _score(item, handle, rgb, args)
-                records.append(record)
-                if "error" in record:
-                    progress.step(f"line {item.line} ({item.id}): FAILED: {record['error']}")
-                else:
-                    verdict = "correct" if record["correct"] else "wrong"
-                    progress.step(
-                        f"line {item.line} ({item.id}): {record['choice'] or '-'} vs "
-                        f"{item.answer}: {verdict}"
-                    )
-                out.write(json_line(record))
-                out.flush()
+    def with_image(item: EvalItem) -> tuple[EvalItem, np.ndarray | None]:
+        if item.error:
+            return item, None
+        try:
+            return item, load_rgb(item.image)
+        except InputFileError as error:
+            item.error = str(error)
+            return item, None
 
-            for item in items:
-                handle = rgb = None
-                if not item.error:
-                    try:
-                        rgb = load_rgb(item.image)
-                    except InputFileError as error:
-                        item.error = str(error)
-                if not item.error:
-                    handle = pipeline.submit(
-                        frames_for(rgb), item.question, item.options, request_id=item.id
-                    )
-                in_flight.append((item, handle, rgb))
-                while len(in_flight) >= window:
-                    drain_one()
-            while in_flight:
-                drain_one()
-    finally:
-        pipeline.shutdown("offline run finished")
+    def submit(entry: tuple[EvalItem, np.ndarray | None]) -> Any:
+        item, rgb = entry
+        if item.error:
+            return None
+        return pipeline.submit(frames_for(rgb), item.question, item.options, request_id=item.id)
+
+    def finish(entry: tuple[EvalItem, np.ndarray | None], handle: Any) -> None:
+        item, rgb = entry
+        record = _score(item, handle, rgb, args)
+        records.append(record)
+        if "error" in record:
+            progress.step(f"line {item.line} ({item.id}): FAILED: {record['error']}")
+        else:
+            verdict = "correct" if record["correct"] else "wrong"
+            progress.step(
+                f"line {item.line} ({item.id}): {record['choice'] or '-'} vs "
+                f"{item.answer}: {verdict}"
+            )
+        out.write(json_line(record))
+        out.flush()
+
+    with results_path.open("w", encoding="utf-8") as out:
+        # Images are read as their items are queued: a batch's worth in memory, not the set's.
+        answer_in_order(pipeline, (with_image(item) for item in items), submit, finish)
     summary = summarise(records)
     summary["model"] = pipeline.model_name
     summary["data"] = str(args.data)

@@ -36,7 +36,7 @@ from spatialthinker_ros.cli_args import (
 )
 from spatialthinker_ros.frame_buffer import nearest_in_time
 from spatialthinker_ros.tool_files import Progress, json_line, output_path, write_annotated
-from spatialthinker_ros.tool_pipeline import frames_for, render, start_pipeline
+from spatialthinker_ros.tool_pipeline import answer_in_order, frames_for, render, start_pipeline
 
 __all__ = ["BagFrame", "add_replay_command", "read_frames", "run_replay"]
 
@@ -402,42 +402,29 @@ def run_replay(args: argparse.Namespace) -> int:
         )
     answered = failed = 0
     pipeline = start_pipeline(values)
-    window = int(values["max_batch_size"])
-    try:
-        with results_path.open("w", encoding="utf-8") as out:
-            in_flight: deque[tuple[BagFrame, Any]] = deque()
 
-            def drain_one() -> None:
-                nonlocal answered, failed
-                frame, handle = in_flight.popleft()
-                record = _answer_frame(frame, handle, args)
-                if "error" in record:
-                    failed += 1
-                    progress.step(f"frame {frame.index}: FAILED: {record['error']}")
-                else:
-                    answered += 1
-                    progress.step(
-                        f"frame {frame.index} (stamp {frame.stamp:.3f}): {record['answer']!r}"
-                    )
-                out.write(json_line(record))
-                out.flush()
+    def submit(frame: BagFrame) -> Any:
+        if frame.error:
+            return None
+        frames = _frames(frame, args.no_depth)
+        return pipeline.submit(
+            frames, args.question, args.options, request_id=f"frame-{frame.index}"
+        )
 
-            for frame in frames:
-                handle = None
-                if not frame.error:
-                    handle = pipeline.submit(
-                        _frames(frame, args.no_depth),
-                        args.question,
-                        args.options,
-                        request_id=f"frame-{frame.index}",
-                    )
-                in_flight.append((frame, handle))
-                while len(in_flight) >= window:
-                    drain_one()
-            while in_flight:
-                drain_one()
-    finally:
-        pipeline.shutdown("offline run finished")
+    def finish(frame: BagFrame, handle: Any) -> None:
+        nonlocal answered, failed
+        record = _answer_frame(frame, handle, args)
+        if "error" in record:
+            failed += 1
+            progress.step(f"frame {frame.index}: FAILED: {record['error']}")
+        else:
+            answered += 1
+            progress.step(f"frame {frame.index} (stamp {frame.stamp:.3f}): {record['answer']!r}")
+        out.write(json_line(record))
+        out.flush()
+
+    with results_path.open("w", encoding="utf-8") as out:
+        answer_in_order(pipeline, frames, submit, finish)
     total = answered + failed
     print(
         f"replay: {total} frames, {answered} answered, {failed} failed; results in {results_path}",

@@ -11,8 +11,9 @@ failures as one line.
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -20,10 +21,10 @@ from spatialthinker_ros.answering import AnsweringPipeline, Frames, intrinsics_f
 from spatialthinker_ros.cli_args import CommandError
 
 if TYPE_CHECKING:
-    from spatialthinker_ros.answering import SceneAnswer
+    from spatialthinker_ros.answering import AnswerHandle, SceneAnswer
     from spatialthinker_ros.camera import CameraIntrinsics
 
-__all__ = ["NO_DEADLINE_S", "frames_for", "render", "start_pipeline"]
+__all__ = ["NO_DEADLINE_S", "answer_in_order", "frames_for", "render", "start_pipeline"]
 
 #: Offline runs have no real-time deadline: a 7B model on a CPU may take minutes per answer, and
 #: replay/eval keep several requests queued, so a request never expires in the queue.
@@ -66,6 +67,40 @@ def start_pipeline(values: Mapping[str, Any]) -> AnsweringPipeline:
     except ValueError as error:
         raise CommandError(str(error)) from None
     return pipeline
+
+
+_Item = TypeVar("_Item")
+
+
+def answer_in_order(
+    pipeline: AnsweringPipeline,
+    items: Iterable[_Item],
+    submit: Callable[[_Item], AnswerHandle | None],
+    finish: Callable[[_Item, AnswerHandle | None], None],
+) -> None:
+    """Answer ``items`` with up to ``max_batch_size`` requests queued, finishing them in order.
+
+    Keeping a batch's worth queued lets the engine batch them; finishing in input order keeps
+    the output files in the order of the input. The pipeline is shut down at the end (a
+    request still queued then fails with the reason).
+
+    Args:
+        pipeline: A started pipeline (:func:`start_pipeline`).
+        items: What to answer (read lazily: a bag's frames, a data set's lines).
+        submit: Queues one item; returns its handle, or None for an item that cannot be asked.
+        finish: Called with each item and its handle, in input order.
+    """
+    window = int(pipeline.values["max_batch_size"])
+    in_flight: deque[tuple[_Item, AnswerHandle | None]] = deque()
+    try:
+        for item in items:
+            in_flight.append((item, submit(item)))
+            while len(in_flight) >= window:
+                finish(*in_flight.popleft())
+        while in_flight:
+            finish(*in_flight.popleft())
+    finally:
+        pipeline.shutdown("offline run finished")
 
 
 def frames_for(
