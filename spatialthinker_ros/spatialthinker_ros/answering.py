@@ -6,6 +6,12 @@ lift to 3D -> depth-check the relations -> one typed :class:`SceneAnswer`. The n
 this module and only render its result (``ros_conversions`` for messages, ``answer_json`` for
 files), so a capability added here reaches every one of them.
 
+While the model writes, a request submitted with ``on_progress`` is told its stage (observing,
+scene, thinking, answering), the text so far, and, as soon as ``</scene>`` is written, its scene
+graph lifted to 3D (:class:`Progress`, :class:`SceneProgress`): a planner that needs "where is
+the mug" does not wait for the reasoning. The final answer is parsed from the whole text as
+always; its scene graph follows.
+
 Settings come from one place: the node's parameter table (:mod:`spatialthinker_ros.parameters`).
 The node passes its parameter values; the offline tools pass their flags, which carry the same
 names. :func:`engine_config`, :func:`lift_params` and the backend registry
@@ -15,6 +21,10 @@ backend's and the lifting's settings.
 
 from __future__ import annotations
 
+import math
+import threading
+import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -31,20 +41,27 @@ from spatialthinker_ros.engine import (
     Priority,
     RequestFailed,
     RequestHandle,
+    StreamedText,
+    percentile,
+    to_source_pixels,
 )
 from spatialthinker_ros.lifting import Lifted3D, LiftParams, lift_boxes
 from spatialthinker_ros.parsing import SpatialResult
 from spatialthinker_ros.relation_check import RelationReport, verify_relations
+from spatialthinker_ros.stream_reader import StreamReader
 
 __all__ = [
     "MAX_OPTIONS",
     "MAX_OPTION_CHARS",
+    "MAX_PROGRESS_TEXT",
     "AnswerHandle",
     "AnsweringPipeline",
     "Frames",
     "Lifting",
+    "Progress",
     "RequestRejected",
     "SceneAnswer",
+    "SceneProgress",
     "build_answer",
     "check_question",
     "engine_config",
@@ -57,6 +74,8 @@ __all__ = [
 MAX_OPTIONS = 26
 #: Longest option text accepted.
 MAX_OPTION_CHARS = 1024
+#: Characters of the output so far that a progress report carries (the last ones).
+MAX_PROGRESS_TEXT = 4096
 
 
 class RequestRejected(ValueError):
@@ -104,7 +123,9 @@ def engine_config(values: Mapping[str, Any], **overrides: Any) -> EngineConfig:
         "frame_policy": str(values["coordinate_policy"]),
         "min_pixels": int(values["min_pixels"]),
         "max_pixels": int(values["max_pixels"]),
-        "generation": GenerationSettings(max_new_tokens=int(values["max_new_tokens"])),
+        "generation": GenerationSettings(
+            max_new_tokens=int(values["max_new_tokens"]), stream=bool(values.get("stream", True))
+        ),
     }
     config.update(overrides)
     return EngineConfig(**config)
@@ -246,6 +267,8 @@ class SceneAnswer:
             contradicted relations the reasoning relies on.
         depth_warning: The implausible-depth-units warning ("" when none), also among
             ``warnings``; the node shows it in /diagnostics too.
+        scene_s: Seconds from the request's submission until its scene graph (with 3D) was
+            handed on: at ``</scene>`` when streaming, else with the answer (``total_s``).
     """
 
     request_id: str
@@ -257,6 +280,7 @@ class SceneAnswer:
     relations: RelationReport
     warnings: tuple[str, ...] = field(default_factory=tuple)
     depth_warning: str = ""
+    scene_s: float = math.nan
 
     @property
     def parsed(self) -> SpatialResult:
@@ -278,8 +302,12 @@ def build_answer(
     result: EngineResult,
     frames: Frames,
     params: LiftParams,
+    scene_s: float | None = None,
 ) -> SceneAnswer:
-    """Lift, depth-check and assemble one engine result into a :class:`SceneAnswer`."""
+    """Lift, depth-check and assemble one engine result into a :class:`SceneAnswer`.
+
+    ``scene_s`` is when the scene graph was handed on early (None: with this answer).
+    """
     lifting = lift_scene(result.result, frames, params)
     relations = verify_relations(result.result, lifting.lifted)
     return SceneAnswer(
@@ -292,7 +320,128 @@ def build_answer(
         relations=relations,
         warnings=(*result.result.warnings, *lifting.warnings, *relations.warnings),
         depth_warning=lifting.depth_warning,
+        scene_s=float(result.total_s if scene_s is None else scene_s),
     )
+
+
+# ---------------------------------------------------------------------------- progress
+
+
+@dataclass(frozen=True)
+class SceneProgress:
+    """The scene graph of a request still being answered, lifted to 3D (what ``</scene>``
+    closed). It renders like an answer's scene graph (``ros_conversions.scene_graph_message``).
+
+    Attributes:
+        request_id: The request's id.
+        parsed: The output parsed up to ``</scene>``: its ``objects`` (boxes in source-image
+            pixels) and ``relations`` are the scene graph.
+        lifted: One 3D estimate per object, or None when no 3D was possible or wanted.
+        no_3d_reason: Why there is no 3D when ``lifted`` is None.
+        relations: The depth check of every relation.
+        warnings: The parser's, the 3D and the relation warnings so far.
+    """
+
+    request_id: str
+    parsed: SpatialResult
+    lifted: tuple[Lifted3D, ...] | None
+    no_3d_reason: str
+    relations: RelationReport
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a running request stands (see ``AnsweringPipeline.submit``'s ``on_progress``).
+
+    Attributes:
+        request_id: The request's id.
+        stage: ``observing``, ``scene``, ``thinking`` or ``answering``
+            (``stream_reader.STAGES``).
+        text: The output so far, its last :data:`MAX_PROGRESS_TEXT` characters.
+        chars: Characters written so far.
+        scene: The scene graph from the moment ``</scene>`` was written, else None.
+        scene_new: True in the one report that brings ``scene`` first.
+    """
+
+    request_id: str
+    stage: str
+    text: str
+    chars: int
+    scene: SceneProgress | None = None
+    scene_new: bool = False
+
+
+class _Streaming:
+    """One request's reading of its stream: reader, frames, and the end of its reports."""
+
+    def __init__(
+        self,
+        request_id: str,
+        options: Sequence[str],
+        frames: Frames,
+        params: LiftParams,
+        on_progress: Callable[[Progress], None],
+    ) -> None:
+        self.request_id = request_id
+        self.options = list(options)
+        self.frames: Frames | None = frames
+        self.params = params
+        self.on_progress = on_progress
+        self.reader: StreamReader | None = None
+        self.scene: SceneProgress | None = None
+        self.scene_s: float | None = None
+        self.submitted = time.monotonic()
+        self.tail = ""
+        # Held while a report is made; the answer waits for it, so reports come before it.
+        self.lock = threading.Lock()
+        self.closed = False
+
+    def on_text(self, streamed: StreamedText) -> None:
+        """The engine's text callback (its text thread): read, lift at </scene>, report."""
+        with self.lock:
+            if self.closed or self.frames is None:
+                return
+            if self.reader is None:
+                self.reader = StreamReader(streamed.stated_size, self.options or None)
+            events = self.reader.feed(streamed.text)
+            self.tail = (self.tail + streamed.text)[-MAX_PROGRESS_TEXT:]
+            scene_new = False
+            for event in events:
+                if event.scene is not None and self.scene is None:
+                    parsed = to_source_pixels(
+                        event.scene, streamed.stated_size, streamed.source_size
+                    )
+                    lifting = lift_scene(parsed, self.frames, self.params)
+                    relations = verify_relations(parsed, lifting.lifted)
+                    self.scene = SceneProgress(
+                        request_id=self.request_id,
+                        parsed=parsed,
+                        lifted=None if lifting.lifted is None else tuple(lifting.lifted),
+                        no_3d_reason=lifting.no_3d_reason,
+                        relations=relations,
+                        warnings=(*parsed.warnings, *lifting.warnings, *relations.warnings),
+                    )
+                    scene_new = True
+            progress = Progress(
+                self.request_id,
+                self.reader.stage,
+                self.tail,
+                self.reader.chars,
+                self.scene,
+                scene_new,
+            )
+            self.on_progress(progress)
+            if scene_new:
+                self.scene_s = time.monotonic() - self.submitted
+
+    def close(self) -> float | None:
+        """No reports after this (waits for one in progress); returns when the scene went."""
+        with self.lock:
+            self.closed = True
+            self.frames = None
+            self.reader = None
+            return self.scene_s
 
 
 # ---------------------------------------------------------------------------- the pipeline
@@ -349,6 +498,9 @@ class AnsweringPipeline:
         options = {**backend_options(name, values), **(backend_extras or {})}
         self.backend = create_backend(name, **options)
         self.engine = InferenceEngine(self.backend, engine_config(values, **engine_overrides))
+        # Seconds to each answer's scene graph, for its percentiles beside the total latency.
+        self._scene_times: deque[float] = deque(maxlen=self.engine.config.latency_window)
+        self._scene_lock = threading.Lock()
 
     @property
     def model_name(self) -> str:
@@ -367,6 +519,15 @@ class AnsweringPipeline:
         """Fail what is pending with ``reason`` and unload the model."""
         self.engine.shutdown(reason)
 
+    def stats(self) -> dict[str, Any]:
+        """The engine's statistics plus the time to the scene graph (``scene_p50_s`` ...)."""
+        stats = self.engine.stats()
+        with self._scene_lock:
+            times = sorted(self._scene_times)
+        for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99)):
+            stats[f"scene_{name}_s"] = percentile(times, q)
+        return stats
+
     def submit(
         self,
         frames: Frames,
@@ -376,6 +537,7 @@ class AnsweringPipeline:
         priority: Priority = Priority.QUERY,
         timeout: float | None = None,
         on_done: Callable[[AnswerHandle], None] | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
     ) -> AnswerHandle:
         """Queue one question about ``frames``; the answer is built on the engine's thread.
 
@@ -388,9 +550,22 @@ class AnsweringPipeline:
             timeout: Seconds until the request expires if it has not started (None: the
                 engine's default).
             on_done: Called with the handle once its future is resolved (answer or failure).
+            on_progress: Called with a :class:`Progress` as the model writes (when the backend
+                streams and the ``stream`` parameter is on), on the engine's text thread;
+                never after the answer: its last report comes before ``on_done``.
         """
+        streaming = (
+            _Streaming(request_id, options, frames, self.lift, on_progress)
+            if on_progress is not None
+            else None
+        )
         engine_handle = self.engine.submit(
-            frames.rgb, question, options, priority=priority, timeout=timeout
+            frames.rgb,
+            question,
+            options,
+            priority=priority,
+            timeout=timeout,
+            on_text=streaming.on_text if streaming is not None else None,
         )
         handle = AnswerHandle(request_id, engine_handle)
         # What the answer needs once the engine is done, dropped as soon as it is built: the
@@ -400,9 +575,14 @@ class AnsweringPipeline:
 
         def finish(engine_future: Future) -> None:
             frames_, handle_, on_done_ = held.pop("frames"), held.pop("handle"), held.pop("on_done")
+            scene_s = streaming.close() if streaming is not None else None
             try:
                 result: EngineResult = engine_future.result()
-                answer = build_answer(request_id, question, options, result, frames_, self.lift)
+                answer = build_answer(
+                    request_id, question, options, result, frames_, self.lift, scene_s
+                )
+                with self._scene_lock:
+                    self._scene_times.append(answer.scene_s)
             except RequestFailed as failed:
                 handle_.future.set_exception(failed)
             except Exception as error:  # a cancelled future or a bug: still one outcome

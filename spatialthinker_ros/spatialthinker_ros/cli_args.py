@@ -66,6 +66,16 @@ def positive_float(value: str) -> float:
     return number
 
 
+def _on_off(value: str) -> bool:
+    """Argument parser for a switch that defaults on: true/false, yes/no, on/off, 1/0."""
+    text = value.strip().lower()
+    if text in ("true", "yes", "on", "1"):
+        return True
+    if text in ("false", "no", "off", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"not true or false: {value!r}")
+
+
 @dataclass(frozen=True)
 class EngineFlag:
     """One command-line flag that sets one node parameter.
@@ -100,6 +110,13 @@ _MODEL_FLAGS: tuple[EngineFlag, ...] = (
     EngineFlag("dtype", "--dtype"),
     EngineFlag("attn_implementation", "--attn-implementation"),
     EngineFlag("max_new_tokens", "--max-new-tokens", positive_int),
+    EngineFlag(
+        "stream",
+        "--stream",
+        _on_off,
+        "read the model's output as it is written (true/false; false for servers that"
+        " cannot stream)",
+    ),
     EngineFlag("coordinate_policy", "--coordinate-policy"),
     EngineFlag("min_pixels", "--min-pixels", positive_int),
     EngineFlag("max_pixels", "--max-pixels", positive_int),
@@ -145,7 +162,7 @@ def _add(group: argparse._ArgumentGroup, entry: EngineFlag) -> None:
     options: dict[str, Any] = {"default": spec.default, "dest": entry.dest}
     if entry.help:
         options["help"] = entry.help
-    if isinstance(spec.default, bool):
+    if isinstance(spec.default, bool) and entry.type is None:
         options["action"] = "store_true"
     else:
         if entry.type is not None:

@@ -10,7 +10,10 @@ planners may ask at once, so the engine:
 * batches up to ``max_batch_size`` pending requests into one backend call;
 * lets callers cancel queued requests and, where the backend allows, running ones;
 * ends every request in exactly one outcome: an ``EngineResult`` or ``RequestFailed`` with a
-  reason, including on shutdown.
+  reason, including on shutdown;
+* passes a request's text, while the backend writes it, to the request's ``on_text`` callback
+  on a thread of its own (:class:`_TextPump`): a slow callback gets the text in larger pieces
+  and never holds up the model.
 
 The per-request work around the backend (model-frame planning, resize, prompt, parsing, box
 scaling) also runs on the worker threads, so ``submit`` costs microseconds.
@@ -26,7 +29,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -132,14 +135,112 @@ class EngineResult:
     model_name: str
 
 
+@dataclass(frozen=True)
+class StreamedText:
+    """Text a request's model has written since the last call of its ``on_text``.
+
+    Attributes:
+        text: The new text (one or more backend chunks, in order).
+        stated_size: ``(w, h)`` written in the prompt: the frame the model's boxes are in.
+        source_size: ``(w, h)`` of the source image (see :func:`to_source_pixels`).
+    """
+
+    text: str
+    stated_size: tuple[int, int]
+    source_size: tuple[int, int]
+
+
+#: A request's text callback (see ``InferenceEngine.submit``).
+TextCallback = Callable[[StreamedText], None]
+
+
+def to_source_pixels(
+    parsed: Any, stated_size: tuple[int, int], source_size: tuple[int, int]
+) -> Any:
+    """Map a parsed output's boxes from the stated frame to source-image pixels (in place)."""
+    from spatialthinker_ros import model_frame
+
+    if tuple(stated_size) != tuple(source_size):
+        scaled = model_frame.scale_boxes(
+            [obj.bbox for obj in parsed.objects], stated_size, source_size
+        )
+        parsed.objects = [
+            dataclasses.replace(obj, bbox=tuple(box))
+            for obj, box in zip(parsed.objects, scaled, strict=True)
+        ]
+    return parsed
+
+
+class _TextPump:
+    """Hands streamed text to the requests' callbacks on one thread of its own.
+
+    The backend's thread only appends here (microseconds); text that arrives while a callback
+    runs is joined and delivered in one piece next, so a slow consumer costs the model
+    nothing. Text of a request that has ended is dropped.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._pending: dict[int, tuple[_Request, list[str]]] = {}
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+
+    def push(self, request: _Request, text: str) -> None:
+        with self._cond:
+            if self._stopped or not text:
+                return
+            entry = self._pending.get(request.request_id)
+            if entry is None:
+                self._pending[request.request_id] = (request, [text])
+            else:
+                entry[1].append(text)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="engine-text", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def drop(self, request_id: int) -> None:
+        with self._cond:
+            self._pending.pop(request_id, None)
+
+    def stop(self, timeout: float) -> None:
+        with self._cond:
+            self._stopped = True
+            self._pending.clear()
+            self._cond.notify()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._stopped:
+                    self._cond.wait()
+                if self._stopped:
+                    return
+                ready = list(self._pending.values())
+                self._pending.clear()
+            for request, parts in ready:
+                callback, frame = request.on_text, request.frame
+                if callback is None or frame is None or request.state == "done":
+                    continue
+                try:
+                    callback(StreamedText("".join(parts), frame.stated_size, frame.source_size))
+                except Exception:  # a consumer's bug must not stop the text of the others
+                    _LOG.exception("a request's text callback failed")
+
+
 class _Request:
     """Internal per-request record; all mutable fields are guarded by the engine lock."""
 
     __slots__ = (
         "cancel_event",
         "deadline",
+        "frame",
         "future",
         "image",
+        "on_text",
         "options",
         "priority",
         "question",
@@ -158,8 +259,11 @@ class _Request:
         priority: Priority,
         deadline: float,
         submitted: float,
+        on_text: TextCallback | None = None,
     ) -> None:
         self.request_id = request_id
+        self.on_text = on_text
+        self.frame: Any = None  # the model frame, once the request runs
         self.image = image
         self.question = question
         self.options = options
@@ -222,7 +326,8 @@ class RequestHandle:
         return f"RequestHandle(id={self.request_id}, state={self.state!r})"
 
 
-def _percentile(sorted_values: list[float], q: float) -> float:
+def percentile(sorted_values: list[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of sorted values, interpolated; NaN for none."""
     if not sorted_values:
         return math.nan
     k = (len(sorted_values) - 1) * q
@@ -293,6 +398,7 @@ class InferenceEngine:
         self._batched_requests = 0
         self._latencies: deque[float] = deque(maxlen=self.config.latency_window)
         self._token_rates: deque[tuple[int, float]] = deque(maxlen=self.config.latency_window)
+        self._text = _TextPump()
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, wait: bool = True) -> None:
@@ -391,6 +497,7 @@ class InferenceEngine:
                 self._finish_locked(request, RequestFailed(reason, "shutdown"), "failed")
             self._cond.notify_all()
         end = time.monotonic() + timeout
+        self._text.stop(max(0.0, end - time.monotonic()))
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join(max(0.0, end - time.monotonic()))
@@ -409,6 +516,7 @@ class InferenceEngine:
         options: Sequence[str] = (),
         priority: Priority = Priority.QUERY,
         timeout: float | None = None,
+        on_text: TextCallback | None = None,
     ) -> RequestHandle:
         """Queue one question about one image.
 
@@ -422,6 +530,9 @@ class InferenceEngine:
             priority: ``Priority.QUERY`` runs before ``Priority.CONTINUOUS``.
             timeout: Seconds from now until the request expires if it has not started;
                 None uses ``config.default_timeout_s``.
+            on_text: Called with the text the model writes while it writes it (when the
+                backend streams and ``config.generation.stream``), on the engine's text
+                thread, never after the request has ended.
 
         Returns:
             The request's handle.
@@ -436,6 +547,7 @@ class InferenceEngine:
             Priority(priority),
             now + limit,
             now,
+            on_text,
         )
         handle = RequestHandle(self, request)
         problem = self._validate(image)
@@ -514,6 +626,7 @@ class InferenceEngine:
             return False
         request.state = "done"
         self._running.pop(request.request_id, None)
+        self._text.drop(request.request_id)
         # The image is no longer needed; drop it so a finished handle does not pin a frame.
         request.image = None  # type: ignore[assignment]
         if count is not None:
@@ -721,9 +834,17 @@ class InferenceEngine:
                         "failed",
                     )
                 continue
+            request.frame = frame
             prepared.append((request, model_image, prompt, frame))
         if not prepared:
             return
+        # Text callbacks only where someone listens; the backend streams a row given one.
+        on_text: list[Callable[[str], None] | None] | None = None
+        if self.config.generation.stream and any(p[0].on_text for p in prepared):
+            on_text = [
+                (lambda text, r=p[0]: self._text.push(r, text)) if p[0].on_text else None
+                for p in prepared
+            ]
 
         started = time.monotonic()
         # Each row is delivered as soon as the backend has it: a stalled row of a remote
@@ -735,6 +856,7 @@ class InferenceEngine:
                 [p[2] for p in prepared],
                 self.config.generation,
                 cancel=[p[0].cancel_event for p in prepared],
+                on_text=on_text,
             )
             for index, output in rows:
                 if not 0 <= index < len(prepared) or index in delivered:
@@ -757,7 +879,6 @@ class InferenceEngine:
         inference_s: float,
     ) -> None:
         """Parse one backend output (boxes back to source pixels) and end its request."""
-        from spatialthinker_ros import model_frame
         from spatialthinker_ros.parsing import parse_output
 
         request, model_image, _prompt, frame = row
@@ -765,19 +886,13 @@ class InferenceEngine:
             outcome: EngineResult | RequestFailed = RequestFailed(output.reason, "backend")
         else:
             try:
-                parsed = parse_output(
-                    output.text, image_size=frame.stated_size, options=request.options or None
+                parsed = to_source_pixels(
+                    parse_output(
+                        output.text, image_size=frame.stated_size, options=request.options or None
+                    ),
+                    frame.stated_size,
+                    frame.source_size,
                 )
-                if tuple(frame.stated_size) != tuple(frame.source_size):
-                    scaled = model_frame.scale_boxes(
-                        [obj.bbox for obj in parsed.objects],
-                        frame.stated_size,
-                        frame.source_size,
-                    )
-                    parsed.objects = [
-                        dataclasses.replace(obj, bbox=tuple(box))
-                        for obj, box in zip(parsed.objects, scaled, strict=True)
-                    ]
                 done = time.monotonic()
                 outcome = EngineResult(
                     request_id=request.request_id,
@@ -827,9 +942,9 @@ class InferenceEngine:
                     if self._counts["batches"]
                     else 0.0
                 ),
-                "latency_p50_s": _percentile(latencies, 0.5),
-                "latency_p90_s": _percentile(latencies, 0.9),
-                "latency_p99_s": _percentile(latencies, 0.99),
+                "latency_p50_s": percentile(latencies, 0.5),
+                "latency_p90_s": percentile(latencies, 0.9),
+                "latency_p99_s": percentile(latencies, 0.99),
                 # Per-request decode rate (a batch shares its seconds, so this is per stream).
                 "tokens_per_second": tokens / seconds if seconds > 0 else 0.0,
                 "load_error": self._load_error,

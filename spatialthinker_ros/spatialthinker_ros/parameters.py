@@ -115,6 +115,15 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         read_only=True,
     ),
     ParamSpec(
+        "stream",
+        True,
+        "Read the model's output while it is written: the scene graph (with 3D) is published"
+        " on ~/scene_graph and in the action feedback as soon as </scene> is written, the"
+        " feedback shows the stage and the text so far, and a cancel closes the openai stream."
+        " false: one whole response (servers that cannot stream).",
+        read_only=True,
+    ),
+    ParamSpec(
         "openai.base_url",
         "http://localhost:8000/v1",
         "openai backend: base URL of the OpenAI-compatible server.",

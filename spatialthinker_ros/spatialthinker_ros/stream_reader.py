@@ -68,6 +68,11 @@ class StreamReader:
         self.scene: SpatialResult | None = None
 
     @property
+    def chars(self) -> int:
+        """Characters fed so far."""
+        return self._length
+
+    @property
     def text(self) -> str:
         """Everything fed so far."""
         if len(self._parts) > 1:

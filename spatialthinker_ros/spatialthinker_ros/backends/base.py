@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,11 +26,15 @@ class GenerationSettings:
             the GPU for long.
         temperature: 0 means greedy (the model's published numbers are greedy).
         min_new_tokens: Force at least this many tokens (benchmarks use it to fix the length).
+        stream: Pass the text of rows that have a text callback on while it is written (the
+            openai backend asks the server for a stream; False: one whole response, for servers
+            that cannot stream).
     """
 
     max_new_tokens: int = 1024
     temperature: float = 0.0
     min_new_tokens: int | None = None
+    stream: bool = True
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,8 @@ Images = list[np.ndarray]
 Prompts = list[str]
 #: Per-row events asking a backend to stop that row (or None).
 Cancel = Sequence[threading.Event] | None
+#: Per-row callbacks taking the text a row's model writes, while it writes it (or None).
+OnText = Sequence[Callable[[str], None] | None] | None
 """One finished row of a batch: its index in the batch and its outcome."""
 
 
@@ -78,6 +84,13 @@ def clean_text(text: str) -> str:
     return text.replace("\x00", "")
 
 
+def _cleaned(callback: Callable[[str], None] | None) -> Callable[[str], None] | None:
+    """A text callback that gets its text without NUL (see :func:`clean_text`)."""
+    if callback is None:
+        return None
+    return lambda text: callback(clean_text(text))
+
+
 class Backend(ABC):
     """Abstract inference backend.
 
@@ -85,11 +98,15 @@ class Backend(ABC):
     ``max_concurrency`` tells the engine how many ``generate`` calls may run at once (one GPU
     model: 1; a remote server: its in-flight limit). ``supports_cancel`` says whether a running
     request can be stopped or abandoned through the ``cancel`` events passed to ``generate``.
+    ``supports_streaming`` says whether ``generate`` (or ``generate_rows``) takes ``on_text``:
+    per-row callbacks called with each piece of text as the model writes it, on the backend's
+    thread (they must return at once), before the row's output is returned.
     """
 
     name: str = "backend"
     max_concurrency: int = 1
     supports_cancel: bool = False
+    supports_streaming: bool = False
 
     @property
     @abstractmethod
@@ -127,7 +144,12 @@ class Backend(ABC):
         """
 
     def generate_rows(
-        self, images: Images, prompts: Prompts, settings: GenerationSettings, cancel: Cancel = None
+        self,
+        images: Images,
+        prompts: Prompts,
+        settings: GenerationSettings,
+        cancel: Cancel = None,
+        on_text: OnText = None,
     ) -> Iterator[Row]:
         """Yield each row as soon as it is finished, in any order (same arguments as
         ``generate``).
@@ -136,22 +158,36 @@ class Backend(ABC):
         finishes together). Backends whose rows finish independently (one HTTP request per row)
         override this, so a stalled row does not hold back the answers of its batch-mates.
         """
-        yield from enumerate(self.generate(images, prompts, settings, cancel))
+        if on_text is None:
+            yield from enumerate(self.generate(images, prompts, settings, cancel))
+        else:
+            yield from enumerate(self.generate(images, prompts, settings, cancel, on_text=on_text))
 
     def redact(self, text: str) -> str:
         """Remove secrets from a failure reason (nothing to remove by default)."""
         return text
 
     def answers(
-        self, images: Images, prompts: Prompts, settings: GenerationSettings, cancel: Cancel = None
+        self,
+        images: Images,
+        prompts: Prompts,
+        settings: GenerationSettings,
+        cancel: Cancel = None,
+        on_text: OnText = None,
     ) -> Iterator[Row]:
         """``generate_rows`` through the one gate every outcome leaves a backend by.
 
         Every reason is redacted and NUL is stripped from every text and reason here, so no
         code path inside a backend (an error built while reading a response, a model's raw
-        output) can leak a secret or cut a published string.
+        output) can leak a secret or cut a published string. ``on_text`` reaches backends that
+        stream (``supports_streaming``), its text cleaned the same way; others ignore it.
         """
-        for index, output in self.generate_rows(images, prompts, settings, cancel):
+        if on_text is not None and self.supports_streaming and any(on_text):
+            streaming = [_cleaned(callback) for callback in on_text]
+            rows = self.generate_rows(images, prompts, settings, cancel, on_text=streaming)
+        else:
+            rows = self.generate_rows(images, prompts, settings, cancel)
+        for index, output in rows:
             if isinstance(output, BackendError):
                 yield index, BackendError(clean_text(self.redact(output.reason)))
             else:

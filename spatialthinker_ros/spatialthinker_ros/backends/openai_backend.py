@@ -4,17 +4,24 @@ This is how users scale past one GPU: a serving engine with continuous batching 
 robots, and this backend only encodes the image, sends the request and reads the answer. Each
 row of a batch is its own HTTP request; at most ``max_in_flight`` run at once across all
 batches, so the engine may run several batches concurrently without overloading the server.
+
+With ``GenerationSettings.stream`` (the default) the answer is asked for as a stream of
+chat.completion chunks: the text reaches the row's ``on_text`` callback as the server writes it,
+and a cancelled row's connection is closed mid-stream, which stops the server generating. The
+stream is read under the same total deadline and size bound as a whole response (see
+``bounded_http``). A server that ignores ``stream`` and answers whole is read as a whole answer.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import os
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
@@ -27,6 +34,7 @@ from spatialthinker_ros.backends.base import (
     Cancel,
     GenerationSettings,
     Images,
+    OnText,
     Prompts,
     Row,
 )
@@ -97,6 +105,7 @@ class OpenAIBackend(Backend):
 
     name = "openai"
     supports_cancel = True
+    supports_streaming = True
 
     def __init__(
         self,
@@ -227,6 +236,7 @@ class OpenAIBackend(Backend):
         prompt: str,
         settings: GenerationSettings,
         cancel: threading.Event | None,
+        on_text: Callable[[str], None] | None = None,
     ) -> BackendOutput | BackendError:
         from spatialthinker_ros.backends.bounded_http import request_budget
 
@@ -237,29 +247,37 @@ class OpenAIBackend(Backend):
             messages = self._messages(image, prompt)
         except Exception as exc:
             return BackendError(f"could not encode the image: {exc}")
-        extra: dict[str, Any] = {}
+        request: dict[str, Any] = {
+            "model": self.served_model,
+            "messages": messages,
+            "max_tokens": int(settings.max_new_tokens),
+            "temperature": float(settings.temperature),
+        }
         if settings.min_new_tokens:
-            extra["extra_body"] = {"min_tokens": int(settings.min_new_tokens)}
+            request["extra_body"] = {"min_tokens": int(settings.min_new_tokens)}
         started = time.perf_counter()
+        # Text already passed on: a retry would write the answer a second time.
+        streamed = _Streamed(on_text)
         attempt = 0
         while True:
             if cancel is not None and cancel.is_set():
                 return BackendError("cancelled")
             try:
-                # One total deadline per HTTP request; cancelling closes its connection.
+                # One total deadline per HTTP request, the whole stream included; cancelling
+                # closes its connection.
                 with request_budget(self.timeout_s, cancel):
-                    response = client.chat.completions.create(
-                        model=self.served_model,
-                        messages=messages,
-                        max_tokens=int(settings.max_new_tokens),
-                        temperature=float(settings.temperature),
-                        **extra,
-                    )
-                output = self._read(response, time.perf_counter() - started)
+                    if settings.stream:
+                        output = self._read_stream(client, request, streamed, started)
+                    else:
+                        response = client.chat.completions.create(**request)
+                        output = self._read(response, time.perf_counter() - started)
             except Exception as exc:
                 if cancel is not None and cancel.is_set():
                     return BackendError("cancelled")
                 retryable, reason = self._classify(exc)
+                if streamed.chars:
+                    retryable = False
+                    reason = f"stream cut off after {streamed.chars} characters: {reason}"
             else:
                 ok = not isinstance(output, BackendError)
                 self._set_state("loaded" if ok else f"failing: {self.redact(output.reason)}")
@@ -278,6 +296,53 @@ class OpenAIBackend(Backend):
                     return BackendError("cancelled")
             else:
                 time.sleep(delay)
+
+    def _read_stream(
+        self, client: Any, request: dict[str, Any], streamed: _Streamed, started: float
+    ) -> BackendOutput | BackendError:
+        """Ask for the answer as a stream and read it chunk by chunk (see the module doc)."""
+        stream = client.chat.completions.create(
+            **request, stream=True, stream_options={"include_usage": True}
+        )
+        try:
+            content_type = stream.response.headers.get("content-type", "")
+            if "text/event-stream" not in content_type.lower():
+                # A server that cannot stream answers whole (the body is size-bounded too).
+                try:
+                    body = json.loads(stream.response.read())
+                except ValueError as exc:
+                    return BackendError(f"bad response from {self.base_url}: not JSON ({exc})")
+                output = self._read(body, time.perf_counter() - started)
+                if not isinstance(output, BackendError):
+                    streamed.add(output.text)
+                return output
+            usage: Any = None
+            finished = False
+            for chunk in stream:
+                usage = _field(chunk, "usage") or usage
+                choices = _field(chunk, "choices")
+                if not choices:
+                    continue  # the usage chunk, or a keep-alive
+                if not isinstance(choices, list):
+                    return BackendError(f"malformed stream chunk: choices is {choices!r:.80}")
+                text = _field(_field(choices[0], "delta"), "content")
+                if text is not None and not isinstance(text, str):
+                    return BackendError(f"malformed stream chunk: content is {text!r:.80}")
+                streamed.add(text or "")
+                finished = finished or bool(_field(choices[0], "finish_reason"))
+        finally:
+            stream.close()  # an unfinished stream's connection is closed, not reused
+        if not finished:
+            return BackendError(
+                f"stream from {self.base_url} ended before the answer was finished"
+                f" ({streamed.chars} characters, no finish_reason)"
+            )
+        return BackendOutput(
+            streamed.text,
+            _token_count(_field(usage, "prompt_tokens")),
+            _token_count(_field(usage, "completion_tokens")),
+            time.perf_counter() - started,
+        )
 
     def _set_state(self, state: str) -> None:
         with self._lock:
@@ -327,26 +392,32 @@ class OpenAIBackend(Backend):
 
     @staticmethod
     def _read(response: Any, seconds: float) -> BackendOutput | BackendError:
-        choices = getattr(response, "choices", None)
-        if not choices:
+        """One whole chat completion (the client's object, or its JSON as a dict)."""
+        choices = _field(response, "choices")
+        if not choices or not isinstance(choices, list):
             return BackendError(f"malformed response: no choices ({str(response)[:120]!r})")
-        message = getattr(choices[0], "message", None)
-        text = getattr(message, "content", None)
+        text = _field(_field(choices[0], "message"), "content")
         if not isinstance(text, str):
             return BackendError("malformed response: the first choice has no text content")
         # Token counts are informational: a malformed usage field must not cost the answer.
-        usage = getattr(response, "usage", None)
-        prompt_tokens = _token_count(getattr(usage, "prompt_tokens", 0))
-        output_tokens = _token_count(getattr(usage, "completion_tokens", 0))
+        usage = _field(response, "usage")
+        prompt_tokens = _token_count(_field(usage, "prompt_tokens"))
+        output_tokens = _token_count(_field(usage, "completion_tokens"))
         return BackendOutput(text, prompt_tokens, output_tokens, seconds)
 
     def generate_rows(
-        self, images: Images, prompts: Prompts, settings: GenerationSettings, cancel: Cancel = None
+        self,
+        images: Images,
+        prompts: Prompts,
+        settings: GenerationSettings,
+        cancel: Cancel = None,
+        on_text: OnText = None,
     ) -> Iterator[Row]:
         """Send every row as its own request (concurrently, within ``max_in_flight``) and
         yield each as its answer arrives.
 
-        A cancelled row stops retrying and its connection is closed.
+        A cancelled row stops retrying and its connection is closed. ``on_text`` gets each
+        row's text as it streams in (``settings.stream``).
         """
         if len(images) != len(prompts):
             raise ValueError("images and prompts differ in length")
@@ -357,11 +428,12 @@ class OpenAIBackend(Backend):
             )
             return
         events = list(cancel) if cancel is not None else [None] * len(images)
+        callbacks = list(on_text) if on_text is not None else [None] * len(images)
         try:
             futures = {
-                pool.submit(self._one, image, prompt, settings, event): index
-                for index, (image, prompt, event) in enumerate(
-                    zip(images, prompts, events, strict=True)
+                pool.submit(self._one, image, prompt, settings, event, callback): index
+                for index, (image, prompt, event, callback) in enumerate(
+                    zip(images, prompts, events, callbacks, strict=True)
                 )
             }
         except RuntimeError as exc:  # pool shut down by a concurrent unload
@@ -381,6 +453,34 @@ class OpenAIBackend(Backend):
         for index, output in self.answers(images, prompts, settings, cancel):
             results[index] = output
         return results
+
+
+class _Streamed:
+    """The text of one row's stream so far, passed on to its callback as it comes."""
+
+    def __init__(self, on_text: Callable[[str], None] | None) -> None:
+        self._on_text = on_text
+        self._parts: list[str] = []
+        self.chars = 0
+
+    def add(self, text: str) -> None:
+        if not text:
+            return
+        self._parts.append(text)
+        self.chars += len(text)
+        if self._on_text is not None:
+            self._on_text(text)
+
+    @property
+    def text(self) -> str:
+        return "".join(self._parts)
+
+
+def _field(item: Any, name: str) -> Any:
+    """A field of a response object (the client's model or plain JSON); None when absent."""
+    if isinstance(item, dict):
+        return item.get(name)
+    return getattr(item, name, None)
 
 
 def _token_count(value: Any) -> int:

@@ -2,6 +2,9 @@
 
 One model in this process, one ``generate`` at a time (``max_concurrency = 1``); throughput
 comes from batching several pending requests into one left-padded ``generate`` call.
+
+Rows with a text callback stream: a streamer on the ``generate`` call splits each step's new
+tokens per row and passes each row's new text on as it is decoded.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from spatialthinker_ros.backends.base import (
     Cancel,
     GenerationSettings,
     Images,
+    OnText,
     Prompts,
 )
 
@@ -71,6 +75,50 @@ class _CancelRows:
         return torch.tensor(flags, dtype=torch.bool, device=input_ids.device)
 
 
+class _RowStreamer:
+    """A ``generate`` streamer that passes each row's new text to that row's callback.
+
+    transformers' own text streamers take one row; a batch's ``put`` gets one token per row
+    each step (after the prompt, which is skipped). A row ends at its first end-of-turn token
+    (what follows is padding). Text is held back while it ends in an incomplete character, and
+    each row's tokens are decoded again only up to the last newline, so a step costs a short
+    decode however long the answer is.
+    """
+
+    def __init__(self, tokenizer: Any, callbacks: OnText, eos_ids: set[int], pad_id: int) -> None:
+        self._tokenizer = tokenizer
+        self._callbacks = list(callbacks or [])
+        self._stop_ids = eos_ids | {pad_id}
+        self._tokens: list[list[int]] = [[] for _ in self._callbacks]
+        self._sent = [0] * len(self._callbacks)  # characters of the pending tokens passed on
+        self._done = [callback is None for callback in self._callbacks]
+        self._prompt_seen = False
+
+    def put(self, value: Any) -> None:
+        if not self._prompt_seen:
+            self._prompt_seen = True
+            return
+        step = value.reshape(len(self._callbacks), -1)[:, -1].tolist()
+        for row, token in enumerate(step):
+            if self._done[row]:
+                continue
+            if token in self._stop_ids:
+                self._done[row] = True
+                continue
+            self._tokens[row].append(int(token))
+            text = self._tokenizer.decode(self._tokens[row], skip_special_tokens=True)
+            if text.endswith("\ufffd"):
+                continue  # a character whose bytes are not all written yet
+            new, self._sent[row] = text[self._sent[row] :], len(text)
+            if text.endswith("\n"):
+                self._tokens[row], self._sent[row] = [], 0
+            if new:
+                self._callbacks[row](new)
+
+    def end(self) -> None:
+        """Nothing to flush: a row's text is passed on as soon as it decodes."""
+
+
 class TransformersBackend(Backend):
     """Qwen2_5_VLForConditionalGeneration + AutoProcessor in this process.
 
@@ -93,6 +141,7 @@ class TransformersBackend(Backend):
     name = "transformers"
     max_concurrency = 1
     supports_cancel = True
+    supports_streaming = True
 
     def __init__(
         self,
@@ -301,6 +350,7 @@ class TransformersBackend(Backend):
         prompts: list[str],
         settings: GenerationSettings,
         cancel: Sequence[threading.Event] | None,
+        on_text: OnText = None,
     ) -> list[BackendOutput]:
         import torch
         from transformers import LogitsProcessorList, StoppingCriteriaList
@@ -321,17 +371,19 @@ class TransformersBackend(Backend):
             kwargs["logits_processor"] = LogitsProcessorList(self.logits_processor)
         if cancel is not None:
             kwargs["stopping_criteria"] = StoppingCriteriaList([_CancelRows(cancel)])
+        tokenizer = self._processor.tokenizer
+        gen_cfg = self._model.generation_config
+        pad_id = gen_cfg.pad_token_id if gen_cfg.pad_token_id is not None else -1
+        eos = gen_cfg.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
+        if on_text is not None and any(on_text):
+            kwargs["streamer"] = _RowStreamer(tokenizer, on_text, eos_ids, pad_id)
         with torch.inference_mode():
             sequences = self._model.generate(**inputs, **kwargs)
         prompt_len = inputs["input_ids"].shape[1]
         new_tokens = sequences[:, prompt_len:].cpu()
         seconds = time.perf_counter() - started
 
-        tokenizer = self._processor.tokenizer
-        gen_cfg = self._model.generation_config
-        pad_id = gen_cfg.pad_token_id if gen_cfg.pad_token_id is not None else -1
-        eos = gen_cfg.eos_token_id
-        eos_ids = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
         prompt_counts = inputs["attention_mask"].sum(dim=1).tolist()
         outputs: list[BackendOutput] = []
         for row, prompt_tokens in zip(new_tokens.tolist(), prompt_counts, strict=True):
@@ -349,9 +401,18 @@ class TransformersBackend(Backend):
         return outputs
 
     def generate(
-        self, images: Images, prompts: Prompts, settings: GenerationSettings, cancel: Cancel = None
+        self,
+        images: Images,
+        prompts: Prompts,
+        settings: GenerationSettings,
+        cancel: Cancel = None,
+        on_text: OnText = None,
     ) -> list[BackendOutput | BackendError]:
-        """Run one batched, left-padded generate; split once on CUDA out-of-memory."""
+        """Run one batched, left-padded generate; split once on CUDA out-of-memory.
+
+        ``on_text`` gets each row's text as it is generated; the halves of a split batch do
+        not stream (their rows may have passed on text already, which would come twice).
+        """
         import torch
 
         if len(images) != len(prompts):
@@ -361,7 +422,7 @@ class TransformersBackend(Backend):
         if self._model is None:
             return [BackendError(f"model not loaded ({self._state})")] * len(images)
         try:
-            return list(self._run(images, prompts, settings, cancel))
+            return list(self._run(images, prompts, settings, cancel, on_text))
         except torch.OutOfMemoryError as exc:
             first_error = exc
         except Exception as exc:
