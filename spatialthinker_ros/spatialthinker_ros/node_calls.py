@@ -199,9 +199,11 @@ class QueryInterfaces:
             if pending.done.is_set() or goal_handle is None:
                 continue
             if goal_handle.is_cancel_requested:
+                # The client's reason first: the engine's own ("cancelled while running")
+                # would otherwise win the one outcome.
+                pending.resolve(failure="cancelled by the client")
                 if pending.handle is not None:
                     pending.handle.cancel()
-                pending.resolve(failure="cancelled by the client")
             else:
                 self._send_feedback(item)
 

@@ -271,7 +271,7 @@ def test_action_feedback_result_and_cancel(node, rig, server) -> None:
     rig.wait_future(handle.cancel_goal_async(), 20)
     outcome = rig.wait_future(handle.get_result_async(), 30)
     assert outcome.result.success is False
-    assert "cancel" in outcome.result.message
+    assert "cancelled by the client" in outcome.result.message, outcome.result.message
 
 
 def test_lifecycle_cycles_and_inactive_node_says_so(node, rig) -> None:

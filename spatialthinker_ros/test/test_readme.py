@@ -9,34 +9,28 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
-NODE_SOURCE = ROOT / "spatialthinker_ros" / "spatialthinker_ros" / "node.py"
+NODE_SOURCES = sorted((ROOT / "spatialthinker_ros" / "spatialthinker_ros").glob("node*.py"))
 
 
 def _interface_names_in_code() -> set[str]:
-    """Topic, service and action names the node creates (string literals in the calls)."""
-    tree = ast.parse(NODE_SOURCE.read_text())
+    """Topic, service and action names the node creates: string literals in the create calls
+    of the node's modules, and the input topics of every transport (node_inputs' tables)."""
+    from spatialthinker_ros.node_inputs import DEPTH_TOPICS, IMAGE_TOPICS
+
     names: set[str] = set()
     creators = {"create_publisher", "create_subscription", "create_service", "ActionServer"}
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.Call):
-            continue
-        func = node.func
-        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
-        if name in creators:
-            for arg in node.args:
-                if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
-                    names.add(arg.value)
-    # Input topics are created from a table of (kind, type, topic, raw) tuples.
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Tuple) and len(node.elts) == 4:
-            first, _, topic, _ = node.elts
-            if (
-                isinstance(topic, ast.Constant)
-                and isinstance(topic.value, str)
-                and isinstance(first, ast.Constant)
-                and first.value in ("depth", "camera_info")
-            ):
-                names.add(topic.value)
+    for source in NODE_SOURCES:
+        for node in ast.walk(ast.parse(source.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if name in creators:
+                for arg in node.args:
+                    if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                        names.add(arg.value)
+    names |= {topic for topic, _type in (*IMAGE_TOPICS.values(), *DEPTH_TOPICS.values())}
+    names.add("camera_info")  # subscribed beside depth (node_inputs.CameraInputs.subscribe)
     return names
 
 
@@ -49,8 +43,6 @@ def _interface_names_in_readme() -> set[str]:
 def test_readme_interface_table_matches_the_node() -> None:
     in_code = _interface_names_in_code()
     in_readme = _interface_names_in_readme()
-    # The colour topic's two forms are chosen at run time from a conditional.
-    in_code |= {"image", "image/compressed"}
     assert in_code == in_readme, (in_code - in_readme, in_readme - in_code)
 
 
