@@ -11,9 +11,9 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spatialthinker_ros.tool_files import output_path
 from spatialthinker_ros.parameters import PARAMETERS
 from spatialthinker_ros.parsing import parse_output
+from spatialthinker_ros.tool_files import output_path
 
 
 def test_no_parameter_can_hold_a_secret() -> None:
