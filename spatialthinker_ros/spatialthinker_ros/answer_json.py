@@ -95,6 +95,7 @@ def answer_to_json(answer: SpatialAnswer, result: EngineResult | None = None) ->
         "queue_wait_s": _number(answer.queue_wait_s, 3),
         "inference_s": _number(answer.inference_s, 3),
         "total_s": _number(answer.total_s, 3),
+        "scene_s": _number(answer.scene_s, 3),
     }
     if result is not None:
         data["stated_size"] = list(result.stated_size)

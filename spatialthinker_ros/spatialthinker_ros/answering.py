@@ -468,6 +468,11 @@ class AnswerHandle:
         """The engine's state of the request (``queued``, ``running``, ``done``...)."""
         return self.engine_handle.state
 
+    @property
+    def queue_position(self) -> int:
+        """Requests that would run before this one (0 = next); -1 when it is not queued."""
+        return self.engine_handle.queue_position
+
     def result(self, timeout: float | None = None) -> SceneAnswer:
         """Wait for the answer (raises ``RequestFailed`` with the reason)."""
         return self.future.result(timeout)

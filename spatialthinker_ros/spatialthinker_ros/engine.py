@@ -318,6 +318,11 @@ class RequestHandle:
         """
         return self._engine._cancel(self._request)
 
+    @property
+    def queue_position(self) -> int:
+        """Requests that would run before this one (0 = next); -1 when it is not queued."""
+        return self._engine.queue_position(self)
+
     def result(self, timeout: float | None = None) -> EngineResult:
         """Wait for the result (raises RequestFailed)."""
         return self.future.result(timeout)

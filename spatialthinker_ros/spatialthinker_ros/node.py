@@ -41,6 +41,7 @@ from spatialthinker_ros.answering import (
     AnswerHandle,
     AnsweringPipeline,
     Frames,
+    Progress,
     RequestRejected,
     check_question,
     intrinsics_for_colour,
@@ -62,7 +63,7 @@ from spatialthinker_ros.parameters import (
     validate_all,
 )
 from spatialthinker_ros.relation_check import ContradictionCounter
-from spatialthinker_ros.ros_conversions import answer_message, bounded
+from spatialthinker_ros.ros_conversions import answer_message, bounded, scene_graph_message
 
 NODE_NAME = "spatialthinker"
 # Executor threads: waiting calls hold none (they are coroutines), so a few serve inputs,
@@ -108,7 +109,7 @@ class SpatialThinkerNode(LifecycleNode):
         # Query interfaces exist in every lifecycle state, so a caller always
         # gets an answer: "inactive" is a reason, not silence.
         self._calls = QueryInterfaces(
-            self, self._request_group, self._start_request, self._feedback, self._wake_executor
+            self, self._request_group, self._start_request, self._wake_executor
         )
         self.create_subscription(
             String, "~/question", self._on_question, 10, callback_group=self._input_group
@@ -342,6 +343,7 @@ class SpatialThinkerNode(LifecycleNode):
             priority=priority,
             timeout=timeout,
             on_done=lambda handle: self._on_answer(pending, handle),
+            on_progress=lambda progress: self._on_progress(pending, progress),
         )
         return pending
 
@@ -478,13 +480,12 @@ class SpatialThinkerNode(LifecycleNode):
             )
             self._debug_pub.publish(images.numpy_to_image(annotated, "rgb8", pending.header))
 
-    def _feedback(self, pending: PendingRequest) -> tuple[str, int]:
-        pipeline, handle = self._pipeline, pending.handle
-        if handle is None or pipeline is None:
-            return "queued", 0
-        if handle.state == "queued":
-            return "queued", max(int(pipeline.engine.queue_position(handle.engine_handle)), 0)
-        return "running", 0
+    def _on_progress(self, pending: PendingRequest, progress: Progress) -> None:
+        """The engine's text thread: the scene graph goes out at </scene>, before the answer."""
+        graph = scene_graph_message(pending.header, progress.scene) if progress.scene_new else None
+        if graph is not None and self._active:
+            self._graph_pub.publish(graph)
+        self._calls.progress(pending, progress, graph)
 
     def _on_question(self, msg: String) -> None:
         """~/question: answer on ~/answer; a failure is published there too, as a warning."""
@@ -564,7 +565,7 @@ class SpatialThinkerNode(LifecycleNode):
             backend=str(self._param("backend")),
             model=str(self._param("model")),
             backend_state=self._backend_state,
-            stats=pipeline.engine.stats() if pipeline is not None else None,
+            stats=pipeline.stats() if pipeline is not None else None,
             frame_warning=self._frame_warning or "",
             contradicted_last_min=self._contradictions.in_window(),
             contradicted_total=self._contradictions.total,

@@ -4,6 +4,10 @@ A service call or an action goal is a coroutine that awaits its request (:class:
 waiting holds no executor thread, so any number of callers wait at once without starving
 /diagnostics, lifecycle services or each other. One watch timer, running only while calls
 wait, publishes action feedback and passes on client cancels.
+
+While the model writes (the ``stream`` parameter), the pipeline's progress reaches an action
+goal's feedback: a stage change and the scene graph at once (:meth:`QueryInterfaces.progress`),
+the text so far with the watch timer, so at most every ``WATCH_PERIOD_S``.
 """
 
 from __future__ import annotations
@@ -21,9 +25,9 @@ from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReli
 from std_msgs.msg import Header
 
 from spatialthinker_msgs.action import Query as QueryAction
-from spatialthinker_msgs.msg import SpatialAnswer
+from spatialthinker_msgs.msg import SceneGraph, SpatialAnswer
 from spatialthinker_msgs.srv import Query
-from spatialthinker_ros.answering import AnswerHandle, RequestRejected
+from spatialthinker_ros.answering import AnswerHandle, Progress, RequestRejected
 from spatialthinker_ros.engine import Priority
 from spatialthinker_ros.ros_conversions import bounded
 
@@ -54,6 +58,10 @@ class PendingRequest:
     handle: AnswerHandle | None = None
     answer: SpatialAnswer | None = None
     failure: str | None = None
+    # What the model has written so far (streaming): stage, text tail, the early scene graph.
+    stage: str = ""
+    text: str = ""
+    scene_graph: SceneGraph | None = None
     done: threading.Event = field(default_factory=threading.Event)
     # Called (on whichever thread resolves) once the outcome is in: wakes the executor so
     # that the coroutine awaiting this request resumes at once.
@@ -68,6 +76,23 @@ class PendingRequest:
     def release(self) -> None:
         """Drop the frame (megabytes) once the request has ended and been published."""
         self.rgb = None
+
+    def feedback(self) -> QueryAction.Feedback:
+        """The action feedback of this request now."""
+        handle = self.handle
+        state, position = "queued", 0
+        if handle is not None and handle.state != "queued":
+            state = "running"
+        elif handle is not None:
+            position = max(int(handle.queue_position), 0)
+        stage = "queued" if state == "queued" else self.stage or "observing"
+        return QueryAction.Feedback(
+            state=state,
+            queue_position=position,
+            stage=stage,
+            scene_graph=self.scene_graph or SceneGraph(),
+            text=self.text,
+        )
 
     def resolve(self, answer: SpatialAnswer | None = None, failure: str | None = None) -> bool:
         """Record the outcome; only the first call counts (exactly one outcome)."""
@@ -87,7 +112,9 @@ class _Waiting:
 
     pending: PendingRequest
     goal_handle: Any = None  # action goals only
-    last_feedback: tuple[str, int] | None = None
+    last_feedback: tuple[str, int, str, str, bool] | None = None
+    # The watch timer and the engine's text thread both send feedback.
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class RateLimit:
@@ -118,7 +145,6 @@ class QueryInterfaces:
         group: Their (reentrant) callback group.
         start_request: ``(question, options, max_frame_age, timeout, priority, source)`` ->
             a :class:`PendingRequest`, or raises ``RequestRejected`` with the reason.
-        feedback: ``(state, queue_position)`` of a waiting request.
         wake: Wakes the executor (any thread).
     """
 
@@ -127,12 +153,10 @@ class QueryInterfaces:
         node: Node,
         group: CallbackGroup,
         start_request: Callable[..., PendingRequest],
-        feedback: Callable[[PendingRequest], tuple[str, int]],
         wake: Callable[[], None],
     ) -> None:
         self._node = node
         self._start_request = start_request
-        self._feedback = feedback
         self._wake_executor = wake
         # Calls awaiting their request, by request id (see _Waiting and _watch_waiting).
         self._waiting: dict[str, _Waiting] = {}
@@ -207,13 +231,36 @@ class QueryInterfaces:
             else:
                 self._send_feedback(item)
 
+    def progress(
+        self, pending: PendingRequest, progress: Progress, graph: SceneGraph | None
+    ) -> None:
+        """Record a request's progress (the engine's text thread); a new stage or the scene
+        graph goes to its action client at once, new text with the next watch tick."""
+        changed = graph is not None or progress.stage != pending.stage
+        pending.stage, pending.text = progress.stage, progress.text
+        if graph is not None:
+            pending.scene_graph = graph
+        if changed:
+            with self._waiting_lock:
+                waiting = self._waiting.get(pending.request_id)
+            if waiting is not None and waiting.goal_handle is not None:
+                self._send_feedback(waiting)
+
     def _send_feedback(self, waiting: _Waiting) -> None:
-        feedback = self._feedback(waiting.pending)
-        if feedback != waiting.last_feedback and not waiting.pending.done.is_set():
-            waiting.goal_handle.publish_feedback(
-                QueryAction.Feedback(state=feedback[0], queue_position=feedback[1])
+        with waiting.lock:
+            if waiting.pending.done.is_set():
+                return
+            feedback = waiting.pending.feedback()
+            key = (
+                feedback.state,
+                feedback.queue_position,
+                feedback.stage,
+                feedback.text,
+                waiting.pending.scene_graph is not None,
             )
-            waiting.last_feedback = feedback
+            if key != waiting.last_feedback:
+                waiting.goal_handle.publish_feedback(feedback)
+                waiting.last_feedback = key
 
     async def _on_query_service(
         self, request: Query.Request, response: Query.Response

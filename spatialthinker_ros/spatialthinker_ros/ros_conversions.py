@@ -11,7 +11,7 @@ from geometry_msgs.msg import Point, Vector3
 from std_msgs.msg import Header
 
 from spatialthinker_msgs.msg import SceneGraph, SceneObject, SceneRelation, SpatialAnswer
-from spatialthinker_ros.answering import SceneAnswer
+from spatialthinker_ros.answering import SceneAnswer, SceneProgress
 
 MAX_FIELD_CHARS = 4096
 MAX_RAW_OUTPUT_CHARS = 32768
@@ -26,13 +26,14 @@ def bounded(text: str | None, limit: int = MAX_FIELD_CHARS) -> str:
     return text[: limit - 15] + " …[truncated]"
 
 
-def scene_graph_message(header: Header, answer: SceneAnswer) -> SceneGraph:
+def scene_graph_message(header: Header, answer: SceneAnswer | SceneProgress) -> SceneGraph:
     """The SceneGraph of one answer: objects with their 3D (or why none), relations with the
     depth check's verdict and evidence.
 
     Args:
         header: The source colour image's header.
-        answer: The answer (boxes in source-image pixels).
+        answer: The answer, or the scene graph of one still being written (boxes in
+            source-image pixels).
 
     Returns:
         The message.
@@ -105,4 +106,5 @@ def answer_message(header: Header, answer: SceneAnswer) -> SpatialAnswer:
         queue_wait_s=float(result.queue_wait_s),
         inference_s=float(result.inference_s),
         total_s=float(result.total_s),
+        scene_s=float(answer.scene_s if math.isfinite(answer.scene_s) else result.total_s),
     )
