@@ -6,6 +6,13 @@ purpose: answer HTTP 500 the next N times, answer slowly, or send a malformed bo
 reply may also be a :class:`RawReply`, a hostile server's answer: any body and headers, sent a
 byte at a time, endless, compressed, or held back until the test releases it.
 
+A request with ``"stream": true`` is answered as vLLM does, with server-sent events of
+chat.completion chunks (``stream_chunk_chars`` characters each, ``stream_delay_s`` apart, a usage
+chunk when ``stream_options.include_usage``, then ``data: [DONE]``), unless ``honour_stream`` is
+False (a server that answers whole). A :class:`StreamReply` scripts a faulty stream (cut off,
+a malformed chunk, no finish_reason). The server notices a client that closes a stream early
+(``streams_closed`` and ``stream_closed_at``).
+
 In-process use::
 
     with ScriptedOpenAIServer(replies=["<answer> (A) left </answer>"]) as server:
@@ -24,6 +31,7 @@ import argparse
 import contextlib
 import itertools
 import json
+import select
 import socket
 import sys
 import threading
@@ -57,6 +65,27 @@ class RawReply:
     hold: threading.Event | None = None
 
 
+@dataclass
+class StreamReply:
+    """A streamed answer with faults on purpose (the request need not ask for a stream).
+
+    Attributes:
+        text: The answer's text.
+        chunk_chars: Characters per chunk (None: the server's ``stream_chunk_chars``).
+        delay_s: Seconds between chunks (None: the server's ``stream_delay_s``).
+        cut_after: Drop the connection after this many text chunks (no end, no [DONE]).
+        malformed_after: After this many text chunks send one that is not JSON.
+        finish: The last text chunk carries ``finish_reason: stop``.
+    """
+
+    text: str
+    chunk_chars: int | None = None
+    delay_s: float | None = None
+    cut_after: int | None = None
+    malformed_after: int | None = None
+    finish: bool = True
+
+
 def completion_body(text: str, **fields: Any) -> bytes:
     """A chat-completion JSON body answering ``text``; ``fields`` replace top-level fields
     (e.g. ``usage="garbage"`` or ``choices=[]``)."""
@@ -74,7 +103,7 @@ def completion_body(text: str, **fields: Any) -> bytes:
     return json.dumps(body).encode()
 
 
-Reply = str | RawReply | Callable[[dict[str, Any]], "str | RawReply"]
+Reply = str | RawReply | StreamReply | Callable[[dict[str, Any]], "str | RawReply | StreamReply"]
 
 
 class ScriptedOpenAIServer:
@@ -110,6 +139,13 @@ class ScriptedOpenAIServer:
         self.max_in_flight_seen = 0
         # Raw replies whose client closed the connection before the body was complete.
         self.abandoned = 0
+        # Streaming (see the module doc).
+        self.honour_stream = True
+        self.stream_chunk_chars = 16
+        self.stream_delay_s = 0.0
+        self.streams_closed = 0  # streams the client closed before their end
+        self.stream_closed_at: list[float] = []  # time.monotonic() of each
+        self.streams_sent = 0  # streams sent to their end
         self._httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -189,7 +225,43 @@ class ScriptedOpenAIServer:
         text = reply(body) if callable(reply) else reply
         if isinstance(text, RawReply):
             return "raw", text
+        if isinstance(text, StreamReply):
+            return "stream", text
+        if body.get("stream") and self.honour_stream:
+            return "stream", StreamReply(text)
         return "ok", text
+
+    def _chunk(self, body: dict[str, Any], delta: dict[str, Any], finish: str | None) -> bytes:
+        data = {
+            "id": f"chatcmpl-{len(self.requests)}",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": body.get("model", self.model),
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+        return b"data: " + json.dumps(data).encode() + b"\n\n"
+
+    def stream_events(self, body: dict[str, Any], reply: StreamReply) -> Iterable[bytes | None]:
+        """The SSE events of a streamed reply; None where the connection is to be dropped."""
+        size = reply.chunk_chars or self.stream_chunk_chars
+        pieces = [reply.text[i : i + size] for i in range(0, len(reply.text), size)] or [""]
+        yield self._chunk(body, {"role": "assistant", "content": ""}, None)
+        for index, piece in enumerate(pieces):
+            if reply.cut_after is not None and index >= reply.cut_after:
+                yield None
+                return
+            if reply.malformed_after is not None and index == reply.malformed_after:
+                yield b'data: {"choices": [ this is not json\n\n'
+            last = index == len(pieces) - 1
+            yield self._chunk(body, {"content": piece}, "stop" if last and reply.finish else None)
+        if (body.get("stream_options") or {}).get("include_usage"):
+            tokens = max(1, len(reply.text.split()))
+            usage = {"prompt_tokens": 100, "completion_tokens": tokens}
+            usage["total_tokens"] = 100 + tokens
+            data = {"id": "chatcmpl-usage", "object": "chat.completion.chunk", "choices": []}
+            data.update(created=int(time.time()), model=self.model, usage=usage)
+            yield b"data: " + json.dumps(data).encode() + b"\n\n"
+        yield b"data: [DONE]\n\n"
 
     def _completion(self, body: dict[str, Any], text: str) -> dict[str, Any]:
         return {
@@ -268,6 +340,49 @@ class ScriptedOpenAIServer:
                         server.abandoned += 1
                     self.close_connection = True
 
+            def _peer_closed(self, wait_s: float) -> bool:
+                """Wait up to ``wait_s``; True as soon as the client closes the connection."""
+                readable, _, _ = select.select([self.connection], [], [], wait_s)
+                if not readable:
+                    return False
+                try:
+                    return self.connection.recv(1, socket.MSG_PEEK) == b""
+                except OSError:
+                    return True
+
+            def _send_stream(self, body: dict[str, Any], reply: StreamReply) -> None:
+                delay = server.stream_delay_s if reply.delay_s is None else reply.delay_s
+                closed = False
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    for event in server.stream_events(body, reply):
+                        if event is None:  # cut off: drop the connection mid-stream
+                            self.wfile.flush()
+                            self.connection.shutdown(socket.SHUT_RDWR)
+                            self.close_connection = True
+                            return
+                        if delay > 0 and self._peer_closed(delay):
+                            closed = True
+                            break
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+                        self.wfile.flush()
+                    else:
+                        self.wfile.write(b"0\r\n\r\n")
+                        self.wfile.flush()
+                except (OSError, ValueError):
+                    closed = True
+                with server._lock:
+                    if closed:
+                        server.streams_closed += 1
+                        server.stream_closed_at.append(time.monotonic())
+                    else:
+                        server.streams_sent += 1
+                if closed:
+                    self.close_connection = True
+
             def do_GET(self) -> None:
                 if self.path.rstrip("/").endswith("/models"):
                     data = {
@@ -302,6 +417,8 @@ class ScriptedOpenAIServer:
                         self._send(int(value), json.dumps(err).encode(), "application/json")
                     elif action == "raw":
                         self._send_raw(value)
+                    elif action == "stream":
+                        self._send_stream(body, value)
                     elif action == "malformed":
                         self._send(200, b'{"choices": [ this is not json', "application/json")
                     else:

@@ -1,0 +1,320 @@
+"""Streaming through the one answering pipeline (ROS-free): the openai backend against the
+scripted server's real SSE stream, the tiny transformers model through the real generate call.
+
+Every test asserts order, never time: stages come in order, the scene graph (with 3D) comes
+before the answer and equals the answer's, a cancel closes the stream, and every bad stream ends
+in an answer or a failure with a reason.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from node_harness import DEMO_SCENE, SCRIPTED_OBJECTS
+from scripted_openai_server import ScriptedOpenAIServer, StreamReply
+from streaming_replies import realistic_reply, scene_fraction
+
+from spatialthinker_ros.answering import AnsweringPipeline, Frames, Progress, SceneAnswer
+from spatialthinker_ros.backends import BackendError, BackendOutput, GenerationSettings
+from spatialthinker_ros.backends.openai_backend import OpenAIBackend
+from spatialthinker_ros.engine import RequestFailed
+from spatialthinker_ros.parameters import PARAMETERS
+from spatialthinker_ros.stream_reader import STAGES
+
+SCENE = DEMO_SCENE
+REPLY = realistic_reply(SCENE)
+FRAMES = Frames(SCENE.rgb, SCENE.depth_m, SCENE.intrinsics)
+STREAM = GenerationSettings(max_new_tokens=1024)
+
+
+def _values(**overrides: Any) -> dict[str, Any]:
+    values = {spec.name: spec.default for spec in PARAMETERS}
+    values.update(overrides)
+    return values
+
+
+@pytest.fixture
+def server() -> Iterator[ScriptedOpenAIServer]:
+    with ScriptedOpenAIServer(default_reply=REPLY) as scripted:
+        scripted.stream_chunk_chars = 24
+        yield scripted
+
+
+def _openai_pipeline(server: ScriptedOpenAIServer, **overrides: Any) -> AnsweringPipeline:
+    values = _values(
+        backend="openai",
+        model="spatialthinker-test",
+        **{"openai.base_url": server.base_url, "openai.max_retries": 0},
+    )
+    values.update(overrides)
+    pipeline = AnsweringPipeline(values, {"check_on_load": False})
+    pipeline.start()
+    return pipeline
+
+
+class Recorder:
+    """Records progress reports and the outcome, in the order they came."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Any]] = []
+        self.done = threading.Event()
+        self.lock = threading.Lock()
+
+    def progress(self, progress: Progress) -> None:
+        with self.lock:
+            self.events.append(("progress", progress))
+
+    def finished(self, handle: Any) -> None:
+        with self.lock:
+            self.events.append(("done", handle))
+        self.done.set()
+
+    @property
+    def reports(self) -> list[Progress]:
+        return [value for kind, value in self.events if kind == "progress"]
+
+
+def _ask(pipeline: AnsweringPipeline, recorder: Recorder, frames: Frames = FRAMES):
+    return pipeline.submit(
+        frames,
+        "Is the red box in front of or behind the green box?",
+        ["in front", "behind"],
+        "stream-1",
+        on_done=recorder.finished,
+        on_progress=recorder.progress,
+    )
+
+
+def _graph(item: Any) -> tuple:
+    lifted = [
+        None if e is None or not e.has_3d else tuple(np.round(e.center, 6))
+        for e in (item.lifted or ())
+    ]
+    objects = [(o.id, tuple(o.bbox)) for o in item.parsed.objects]
+    relations = [(r.subject, r.predicate, r.object) for r in item.parsed.relations]
+    return objects, relations, lifted, [c.verdict for c in item.relations.checks]
+
+
+def _check_stream(recorder: Recorder, answer: SceneAnswer) -> None:
+    """Stages in order; the scene graph with 3D once, before the answer, equal to the answer's."""
+    reports = recorder.reports
+    assert reports, "no progress reported"
+    assert recorder.events[-1][0] == "done"  # nothing after the answer
+    stages = [p.stage for p in reports]
+    assert stages == sorted(stages, key=STAGES.index)
+    assert {"observing", "scene", "thinking", "answering"} >= set(stages)
+    assert "thinking" in stages
+    firsts = [i for i, p in enumerate(reports) if p.scene_new]
+    assert len(firsts) == 1
+    first = reports[firsts[0]]
+    assert all(p.scene is None for p in reports[: firsts[0]])
+    assert all(p.scene is first.scene for p in reports[firsts[0] :])
+    # The scene came before the reasoning was written (the answer is 55 % of the text later).
+    assert first.stage in ("scene", "thinking")
+    assert "</answer>" not in first.text
+    assert first.chars < len(answer.engine.raw_text)
+    assert _graph(first.scene) == _graph(answer)
+    assert all(e.has_3d for e in first.scene.lifted)
+    assert [o.id for o in first.scene.parsed.objects] == list(SCRIPTED_OBJECTS)
+    assert answer.scene_s <= answer.engine.total_s
+
+
+def test_realistic_reply_closes_its_scene_near_half_way() -> None:
+    text = REPLY({"messages": []})
+    assert 0.40 <= scene_fraction(text) <= 0.50
+
+
+def test_openai_stream_reports_stages_and_the_3d_scene_before_the_answer(server) -> None:
+    pipeline = _openai_pipeline(server)
+    try:
+        recorder = Recorder()
+        answer = _ask(pipeline, recorder).result(30)
+        assert recorder.done.wait(5)
+        _check_stream(recorder, answer)
+        body = server.completion_requests[-1]
+        assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+        assert server.streams_sent == 1
+        # Usage came from the last chunk; the whole text equals what was streamed.
+        assert answer.engine.output_tokens == len(answer.engine.raw_text.split())
+        assert recorder.reports[-1].text == answer.engine.raw_text[-4096:]
+        stats = pipeline.stats()
+        assert stats["scene_p50_s"] == pytest.approx(answer.scene_s)
+    finally:
+        pipeline.shutdown()
+
+
+def test_stream_false_asks_for_one_whole_response(server) -> None:
+    pipeline = _openai_pipeline(server, stream=False)
+    try:
+        recorder = Recorder()
+        answer = _ask(pipeline, recorder).result(30)
+        assert "stream" not in server.completion_requests[-1]
+        assert recorder.reports == []
+        assert answer.scene_s == answer.engine.total_s
+        assert [o.id for o in answer.parsed.objects] == list(SCRIPTED_OBJECTS)
+    finally:
+        pipeline.shutdown()
+
+
+def test_cancel_while_thinking_closes_the_stream(server) -> None:
+    server.stream_delay_s = 0.02
+    pipeline = _openai_pipeline(server)
+    try:
+        recorder = Recorder()
+        thinking = threading.Event()
+
+        def progress(report: Progress) -> None:
+            recorder.progress(report)
+            if report.stage == "thinking":
+                thinking.set()
+
+        handle = pipeline.submit(
+            FRAMES, "Which is nearer?", [], "cancel-1", on_done=recorder.finished,
+            on_progress=progress,
+        )  # fmt: skip
+        assert thinking.wait(30), "never reached thinking"
+        assert handle.cancel()
+        with pytest.raises(RequestFailed) as failed:
+            handle.result(10)
+        assert failed.value.kind == "cancelled" and "cancelled" in failed.value.reason
+        deadline = time.monotonic() + 10
+        while server.streams_closed < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert server.streams_closed == 1 and server.streams_sent == 0
+        assert recorder.events[-1][0] == "done"
+    finally:
+        pipeline.shutdown()
+
+
+def _backend(server: ScriptedOpenAIServer) -> OpenAIBackend:
+    backend = OpenAIBackend(base_url=server.base_url, max_retries=2, backoff_s=0.01)
+    backend.load()
+    return backend
+
+
+def _one(backend: OpenAIBackend, texts: list[str]) -> BackendOutput | BackendError:
+    image = np.zeros((28, 28, 3), np.uint8)
+    [(_, output)] = list(backend.answers([image], ["q"], STREAM, on_text=[texts.append]))
+    return output
+
+
+def test_stream_cut_mid_way_fails_with_a_reason_and_is_not_retried(server) -> None:
+    text = REPLY({"messages": []})
+    server.add_replies(StreamReply(text, cut_after=5))
+    backend = _backend(server)
+    try:
+        texts: list[str] = []
+        output = _one(backend, texts)
+        assert isinstance(output, BackendError)
+        assert "cut off after" in output.reason, output.reason
+        # Text had been passed on: a retry would have written it twice.
+        assert len(server.completion_requests) == 1
+        assert "".join(texts) == text[: 5 * 24]
+    finally:
+        backend.unload()
+
+
+def test_malformed_chunk_fails_with_a_reason(server) -> None:
+    server.add_replies(StreamReply("<answer> (A) yes </answer>", chunk_chars=4, malformed_after=2))
+    backend = _backend(server)
+    try:
+        output = _one(backend, [])
+        assert isinstance(output, BackendError)
+        assert "bad response" in output.reason or "stream" in output.reason, output.reason
+    finally:
+        backend.unload()
+
+
+def test_stream_without_finish_reason_fails_with_a_reason(server) -> None:
+    server.add_replies(StreamReply("<answer> (A) yes </answer>", finish=False))
+    backend = _backend(server)
+    try:
+        output = _one(backend, [])
+        assert isinstance(output, BackendError)
+        assert "ended before the answer was finished" in output.reason, output.reason
+    finally:
+        backend.unload()
+
+
+def test_server_that_ignores_stream_answers_whole(server) -> None:
+    server.honour_stream = False
+    pipeline = _openai_pipeline(server)
+    try:
+        recorder = Recorder()
+        answer = _ask(pipeline, recorder).result(30)
+        assert server.completion_requests[-1]["stream"] is True
+        assert server.streams_sent == 0
+        assert [o.id for o in answer.parsed.objects] == list(SCRIPTED_OBJECTS)
+        assert answer.parsed.choice == "A"
+        # The whole text arrived at once: one report, the scene in it, still before the answer.
+        assert recorder.reports and recorder.reports[0].scene is not None
+        assert recorder.events[-1][0] == "done"
+    finally:
+        pipeline.shutdown()
+
+
+def test_stream_over_the_size_bound_fails_with_a_reason(server) -> None:
+    server.add_replies(StreamReply("x" * 5000, chunk_chars=100))
+    backend = OpenAIBackend(base_url=server.base_url, max_retries=0, max_response_bytes=4096)
+    backend.load()
+    try:
+        output = _one(backend, [])
+        assert isinstance(output, BackendError)
+        assert "larger than 4096 bytes" in output.reason, output.reason
+    finally:
+        backend.unload()
+
+
+def test_slow_stream_ends_at_the_total_deadline(server) -> None:
+    server.add_replies(StreamReply("<answer> (A) yes </answer>" * 40, chunk_chars=2, delay_s=0.05))
+    backend = OpenAIBackend(base_url=server.base_url, max_retries=0, timeout_s=1.0)
+    backend.load()
+    try:
+        texts: list[str] = []
+        output = _one(backend, texts)
+        assert isinstance(output, BackendError)
+        assert "1.0 s" in output.reason and texts, output.reason
+    finally:
+        backend.unload()
+
+
+# --------------------------------------------------------------------- tiny transformers model
+
+# Small pixel bounds keep the vision tower cheap on a 2-core CPU.
+MIN_PIXELS, MAX_PIXELS = 28 * 28 * 4, 28 * 28 * 16
+
+
+def test_tiny_model_streams_through_the_same_pipeline(tiny_model_dir: Path) -> None:
+    pytest.importorskip("torch")
+    from forced_text import ForcedText
+    from transformers import AutoTokenizer
+
+    # The model's boxes are in the stated frame; a short answer keeps the CPU run short.
+    text = realistic_reply(SCENE, 0.45)(
+        {"messages": [{"content": [{"type": "text", "text": "Image size: 112 x 84"}]}]}
+    )
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    values = _values(
+        backend="transformers",
+        model=str(tiny_model_dir),
+        device="cpu",
+        min_pixels=MIN_PIXELS,
+        max_pixels=MAX_PIXELS,
+        max_new_tokens=len(tokenizer.encode(text)) + 8,
+    )
+    pipeline = AnsweringPipeline(values, {"logits_processor": [ForcedText(tokenizer, text)]})
+    pipeline.start()
+    try:
+        recorder = Recorder()
+        answer = _ask(pipeline, recorder).result(300)
+        assert recorder.done.wait(5)
+        assert answer.engine.raw_text == text
+        _check_stream(recorder, answer)
+    finally:
+        pipeline.shutdown()
