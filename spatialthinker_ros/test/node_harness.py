@@ -14,7 +14,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -75,6 +75,40 @@ def scripted_reply(
     ``Image size: W x H`` line), as the real model does; ``relations`` and ``think`` are what
     it claims about them.
     """
+    boxes = {object_id: scene.objects[i].bbox for object_id, i in SCRIPTED_OBJECTS.items()}
+    return spatialthinker_reply(
+        boxes,
+        (scene.rgb.shape[1], scene.rgb.shape[0]),
+        relations,
+        think,
+        observe="A red box close to the camera, a green box and a white pillar.",
+        answer="(A) in front",
+    )
+
+
+def spatialthinker_reply(
+    boxes: Mapping[str, tuple[float, float, float, float]],
+    camera_size: tuple[int, int],
+    relations: Iterable[tuple[str, str, str]],
+    think: str,
+    observe: str,
+    answer: str,
+) -> Callable[[dict], str]:
+    """A scripted model answering in SpatialThinker format about any frame.
+
+    Args:
+        boxes: Object id -> ``(x0, y0, x1, y1)`` in camera pixels of a ``camera_size`` image;
+            each reply states them in the frame its prompt states (its ``Image size: W x H``
+            line), rounded to whole pixels there as the real model writes them.
+        camera_size: ``(width, height)`` of the camera image the boxes are drawn on.
+        relations: ``(subject, predicate, object)`` claims.
+        think: The reasoning text.
+        observe: The observation text.
+        answer: The answer text, e.g. ``"(A) in front"``.
+    """
+    claims = ", ".join(
+        f'{{"subject": "{s}", "predicate": "{p}", "object": "{o}"}}' for s, p, o in relations
+    )
 
     def reply(body: dict[str, Any]) -> str:
         text = " ".join(
@@ -84,22 +118,18 @@ def scripted_reply(
             if isinstance(part, dict)
         )
         match = re.search(r"Image size: (\d+) x (\d+)", text)
-        width, height = (int(match[1]), int(match[2])) if match else (640, 480)
-        sx, sy = width / scene.rgb.shape[1], height / scene.rgb.shape[0]
+        width, height = (int(match[1]), int(match[2])) if match else camera_size
+        sx, sy = width / camera_size[0], height / camera_size[1]
         objects = []
-        for object_id, index in SCRIPTED_OBJECTS.items():
-            x1, y1, x2, y2 = scene.objects[index].bbox
+        for object_id, (x1, y1, x2, y2) in boxes.items():
             box = [round(x1 * sx), round(y1 * sy), round(x2 * sx), round(y2 * sy)]
             objects.append(f'{{"id": "{object_id}", "bbox": {box}}}')
-        claims = ", ".join(
-            f'{{"subject": "{s}", "predicate": "{p}", "object": "{o}"}}' for s, p, o in relations
-        )
         scene_json = '{"objects": [' + ", ".join(objects) + '], "relationships": [' + claims + "]}"
         return (
-            "<observe> A red box close to the camera, a green box and a white pillar. </observe>\n"
+            f"<observe> {observe} </observe>\n"
             f"<scene>\n{scene_json}\n</scene>\n"
             f"<think> {think} </think>\n"
-            "<answer> (A) in front </answer>"
+            f"<answer> {answer} </answer>"
         )
 
     return reply
