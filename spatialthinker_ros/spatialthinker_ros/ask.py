@@ -69,11 +69,10 @@ def run_ask(args: argparse.Namespace) -> int:
     values = parameter_values(args)
     # Read every input before loading the model: a typo should cost milliseconds, not minutes.
     rgb = load_rgb(args.image)
-    scale = values["depth.scale"]
-    depth = load_depth(args.depth, scale) if args.depth else None
+    depth, scale = load_depth(args.depth, values["depth.scale"]) if args.depth else (None, None)
     rectified = values["camera.rectified"]
     intrinsics = read_camera_info_yaml(args.camera_info, rectified) if args.camera_info else None
-    frames = frames_for(rgb, depth, intrinsics, scale if depth is not None else None)
+    frames = frames_for(rgb, depth, intrinsics, scale)
     stem = Path(args.image).stem
     pipeline = start_pipeline(values)
     try:

@@ -97,11 +97,17 @@ def load_rgb(path: str | Path) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def load_depth(path: str | Path, scale: float | None = None) -> np.ndarray:
-    """Read a depth image as float32 metres (NaN invalid).
+def load_depth(path: str | Path, scale: float | None = None) -> tuple[np.ndarray, float | None]:
+    """Read a depth image as float32 metres (NaN invalid), by the rules of a depth message
+    (:func:`spatialthinker_ros.images.depth_message_to_metres`).
 
     A 16-bit PNG is millimetres with 0 invalid (the 16UC1 convention), or ``scale`` metres per
-    unit; a ``.npy`` file or a 32-bit float TIFF is metres (the 32FC1 convention).
+    unit; a ``.npy`` file or a 32-bit float TIFF is metres (the 32FC1 convention) whatever
+    ``scale`` says.
+
+    Returns:
+        ``(depth_m, scale)``: the depth, and the scale that applied (None for metres), which
+        the implausible-depth warning names.
 
     Raises:
         InputFileError: Missing file, unreadable or not a single-channel depth image.
@@ -125,27 +131,33 @@ def load_depth(path: str | Path, scale: float | None = None) -> np.ndarray:
     if array.ndim != 2:
         raise InputFileError(f"depth {path} must be single-channel, got shape {array.shape}")
     if array.dtype == np.uint16:
-        return depth_to_metres(array, "16UC1", scale)
+        return depth_to_metres(array, "16UC1", scale), scale
     if array.dtype.kind == "f":
-        return depth_to_metres(array.astype(np.float32), "32FC1")
+        return depth_to_metres(array.astype(np.float32), "32FC1"), None
     raise InputFileError(
         f"depth {path} must be 16-bit millimetres or float metres, got {array.dtype}"
     )
 
 
 def read_camera_info_yaml(path: str | Path, rectified: bool = False) -> CameraIntrinsics:
-    """Read intrinsics from a camera_info YAML file.
+    """Read intrinsics from a camera_info YAML file, by the node's rules for a CameraInfo
+    message (:meth:`CameraIntrinsics.from_camera_info`: the same checks, region of interest
+    and binning), so a file gives the 3D its message gives the node.
 
     With ``rectified`` the projection matrix ``P`` is used and the distortion ignored (images
-    from ``image_rect*``); otherwise ``K`` and the distortion ``D``, which lifting undoes.
+    from ``image_rect*``; a file without ``P`` uses ``K``); otherwise ``K`` and the distortion
+    ``D``, which lifting undoes.
 
     Accepts the camera_calibration_parsers format (``image_width``, ``image_height``,
     ``camera_matrix: {rows, cols, data}``) and a CameraInfo message dumped as YAML
-    (``width``, ``height``, ``k``, e.g. from ``ros2 topic echo --once``).
+    (``width``, ``height``, ``k``, ``roi``, ``binning_x`` ..., e.g. from ``ros2 topic echo
+    --once``).
 
     Raises:
         InputFileError: Missing file, not YAML, or no usable intrinsics (the problem named).
     """
+    from types import SimpleNamespace
+
     import yaml
 
     from spatialthinker_ros.camera import CameraIntrinsics
@@ -172,22 +184,38 @@ def read_camera_info_yaml(path: str | Path, rectified: bool = False) -> CameraIn
         ) from None
     if len(k) != 9:
         raise InputFileError(f"camera info {path}: camera matrix has {len(k)} values, expected 9")
-    model, dist = "", ()
+
+    def matrix_data(file_key: str, message_key: str) -> list[float]:
+        value = data.get(file_key, data.get(message_key))
+        value = value.get("data") if isinstance(value, dict) else value
+        return [float(v) for v in value or []]
+
     try:
-        if rectified:
-            proj = data.get("projection_matrix", data.get("p"))
-            proj = proj["data"] if isinstance(proj, dict) else proj
-            if proj:
-                k = [float(proj[0]), 0, float(proj[2]), 0, float(proj[5]), float(proj[6])]
-        else:
-            model = str(data.get("distortion_model") or "")
-            coeffs = data.get("distortion_coefficients", data.get("d")) or []
-            coeffs = coeffs.get("data", []) if isinstance(coeffs, dict) else coeffs
-            dist = tuple(float(v) for v in coeffs)
-    except (KeyError, TypeError, ValueError, IndexError) as error:
-        raise InputFileError(f"camera info {path}: unreadable P or D ({error})") from None
+        # Only what the chosen camera uses is read: P when rectified, else D (as before).
+        proj = matrix_data("projection_matrix", "p") if rectified else []
+        roi = data.get("roi") or {}
+        info = SimpleNamespace(
+            width=width,
+            height=height,
+            k=k,
+            p=proj or [k[0], 0.0, k[2], 0.0, 0.0, k[4], k[5], 0.0, 0.0, 0.0, 1.0, 0.0],
+            d=[] if rectified else matrix_data("distortion_coefficients", "d"),
+            distortion_model=str(data.get("distortion_model") or ""),
+            binning_x=int(data.get("binning_x") or 0),
+            binning_y=int(data.get("binning_y") or 0),
+            roi=SimpleNamespace(
+                **{
+                    key: int(roi.get(key) or 0)
+                    for key in ("x_offset", "y_offset", "width", "height")
+                }
+            ),
+        )
+    except (AttributeError, TypeError, ValueError) as error:
+        raise InputFileError(
+            f"camera info {path}: unreadable P, D, roi or binning ({error})"
+        ) from None
     try:
-        return CameraIntrinsics(k[0], k[4], k[2], k[5], width, height, model, dist)
+        return CameraIntrinsics.from_camera_info(info, use_projection=rectified)
     except ValueError as error:
         raise InputFileError(f"camera info {path} is unusable: {error}") from None
 

@@ -13,6 +13,7 @@ colour, the depth values and the intrinsics are the same numbers whichever way t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 from node_harness import Rig, running_node, spatialthinker_reply
 from real_rgbd import REAL_RGBD_DIR, load_real_frames
 from rosbags.rosbag2 import StoragePlugin, Writer
@@ -72,10 +74,16 @@ def tum_server():
         yield server
 
 
-def _ask(capsys: pytest.CaptureFixture, server: ScriptedOpenAIServer, out: Path) -> dict:
+def _ask(
+    capsys: pytest.CaptureFixture,
+    server: ScriptedOpenAIServer,
+    out: Path,
+    depth: Path = FOLDER / "depth.png",
+    info: Path = FOLDER / INFO_YAML,
+) -> dict:
     argv = ["ask", str(FOLDER / "rgb.png"), "-q", SCENE["question"]]
     argv += ["--options", ",".join(SCENE["options"]), "--output", str(out), "--no-annotate"]
-    argv += ["--depth", str(FOLDER / "depth.png"), "--camera-info", str(FOLDER / INFO_YAML)]
+    argv += ["--depth", str(depth), "--camera-info", str(info)]
     argv += ["--depth-scale", str(SCALE), "--compact", *_backend(server)]
     code = cli.main(argv)
     stdout, stderr = capsys.readouterr()
@@ -87,14 +95,19 @@ def _backend(server: ScriptedOpenAIServer) -> list[str]:
     return ["--backend", "openai", "--openai-base-url", server.base_url, "--model", MODEL]
 
 
-def _write_bag(path: Path, rgb: np.ndarray) -> Path:
-    """One frame as a camera driver records it: rgb8 colour, 16UC1 depth (TUM units, 2 ms
-    later), CameraInfo."""
+def _write_bag(
+    path: Path,
+    rgb: np.ndarray,
+    depth: tuple[np.ndarray, str] = (FRAME.raw_depth, "16UC1"),
+    info: Any = None,
+) -> Path:
+    """One frame as a camera driver records it: rgb8 colour, ``depth`` (16UC1 in TUM units
+    unless given; 2 ms later), CameraInfo (the frame's unless given)."""
     t = 100.0
     messages = {
         "/cam/color/image_raw": (IMAGE_T, _image(t, rgb, "rgb8")),
-        "/cam/depth/image_raw": (IMAGE_T, _image(t + 0.002, FRAME.raw_depth, "16UC1")),
-        "/cam/color/camera_info": (INFO_T, _camera_info(t, _scene(rgb))),
+        "/cam/depth/image_raw": (IMAGE_T, _image(t + 0.002, *depth)),
+        "/cam/color/camera_info": (INFO_T, info or _camera_info(t, _scene(rgb))),
     }
     with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
         for offset, (topic, (msgtype, msg)) in enumerate(messages.items()):
@@ -201,3 +214,72 @@ def test_ask_replay_node_and_demo_answer_the_real_frame_identically(
     # Every way gives the same answer, field for field (3D rounded alike by the one renderer).
     for way, data in answers.items():
         assert _answer_part(data) == _answer_part(reference), way
+
+
+def test_a_camera_info_with_a_region_of_interest_reads_alike_from_yaml_and_from_a_bag(
+    capsys: pytest.CaptureFixture, tmp_path: Path, tum_server: ScriptedOpenAIServer
+) -> None:
+    """The frame as a 640x480 region of an 800x600 sensor, its camera_info dumped as YAML
+    (``ros2 topic echo --once``) for ``ask`` and recorded for ``replay``: the same camera as the
+    frame's own camera_info, so the same 3D. (``ask`` used to ignore the region and rescale the
+    sensor's intrinsics to the image: 20% too short a focal length, no error.)"""
+    rgb = load_rgb(FOLDER / "rgb.png")
+    k = FRAME.intrinsics
+    # Offsets that keep cx and cy exact in binary (same power of two): the same floats back.
+    x0, y0, width, height = 64, 8, 800, 600
+    fx, fy, cx, cy = k.fx, k.fy, k.cx + x0, k.cy + y0
+    message = dataclasses.replace(
+        _camera_info(100.0, _scene(rgb)),
+        width=width,
+        height=height,
+        k=np.array([fx, 0, cx, 0, fy, cy, 0, 0, 1.0]),
+        p=np.array([fx, 0, cx, 0, 0, fy, cy, 0, 0, 0, 1, 0.0]),
+        roi=TYPESTORE.types["sensor_msgs/msg/RegionOfInterest"](
+            x_offset=x0, y_offset=y0, height=k.height, width=k.width, do_rectify=False
+        ),
+    )
+    dump = {
+        "height": height,
+        "width": width,
+        "distortion_model": "plumb_bob",
+        "d": [0.0] * 5,
+        "k": message.k.tolist(),
+        "r": np.eye(3).reshape(-1).tolist(),
+        "p": message.p.tolist(),
+        "binning_x": 0,
+        "binning_y": 0,
+        "roi": {"x_offset": x0, "y_offset": y0, "height": k.height, "width": k.width},
+    }
+    info_yaml = tmp_path / "roi_camera_info.yaml"
+    info_yaml.write_text(yaml.safe_dump(dump), encoding="utf-8")
+    reference = _ask(capsys, tum_server, tmp_path / "plain")
+    answers = {
+        "ask": _ask(capsys, tum_server, tmp_path / "ask", info=info_yaml),
+        "replay": _replay(capsys, tum_server, _write_bag(tmp_path / "bag", rgb, info=message)),
+    }
+    for way, data in answers.items():
+        assert _answer_part(data) == _answer_part(reference), way
+
+
+def test_float_depth_ignores_depth_scale_alike_in_ask_and_replay(
+    capsys: pytest.CaptureFixture, tmp_path: Path, tum_server: ScriptedOpenAIServer
+) -> None:
+    """Float depth is metres whatever depth.scale says (32FC1 in a bag, ``.npy`` for ``ask``).
+    Here a driver's mistake, millimetres written as float metres: both warn alike that the depth
+    looks implausible, and neither blames depth.scale, which float depth does not use. (``ask``
+    used to name depth.scale in the warning.)"""
+    rgb = load_rgb(FOLDER / "rgb.png")
+    millimetres = (FRAME.depth_m * 1000.0).astype(np.float32)
+    npy = tmp_path / "depth_mm_as_m.npy"
+    np.save(npy, millimetres)
+    answers = {
+        "ask": _ask(capsys, tum_server, tmp_path / "ask", depth=npy),
+        "replay": _replay(
+            capsys, tum_server, _write_bag(tmp_path / "bag", rgb, depth=(millimetres, "32FC1"))
+        ),
+    }
+    warnings = answers["ask"]["warnings"]
+    assert any("implausible" in w for w in warnings), warnings
+    assert not any("depth.scale" in w for w in warnings), warnings
+    assert not any(o["has_3d"] for o in answers["ask"]["objects"])
+    assert _answer_part(answers["replay"]) == _answer_part(answers["ask"])
