@@ -9,6 +9,8 @@ node of its own). Every way renders its answer with the one renderer
 (:func:`spatialthinker_ros.answer_json.answer_to_json`), so the answer, the choice, every
 object's 3D and the relations' verdicts must be equal exactly, not within a tolerance: the
 colour, the depth values and the intrinsics are the same numbers whichever way they travel.
+Two cheaper cases hold ``ask``'s files to the rules of the messages ``replay`` reads: a
+camera_info with a region of interest, and float depth (metres whatever depth.scale says).
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ SCALE = SCENE["depth_scale_m"]  # 0.0002: TUM's 1/5000 m
 INFO_YAML = SCENE["camera_info"]
 MODEL = "spatialthinker-test"
 
-# What differs by transport and is not the answer: ids, stamps, frame ids, timings, the file name.
+# What differs by transport and is not the answer: ids, stamps, frame ids, timings, the file
+# name; and the engine's figures only the tools have at hand (answer_to_json's `result`).
 TRANSPORT_FIELDS = {
     "request_id",
     "stamp",
