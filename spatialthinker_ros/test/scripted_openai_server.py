@@ -76,6 +76,9 @@ class StreamReply:
         cut_after: Drop the connection after this many text chunks (no end, no [DONE]).
         malformed_after: After this many text chunks send one that is not JSON.
         finish: The last text chunk carries ``finish_reason: stop``.
+        hold: Before text chunk ``hold_at``, wait (at most 60 s) until this event is set: a
+            stream that goes on only once the test has seen what came before.
+        hold_at: See ``hold``.
     """
 
     text: str
@@ -84,6 +87,14 @@ class StreamReply:
     cut_after: int | None = None
     malformed_after: int | None = None
     finish: bool = True
+    hold: threading.Event | None = None
+    hold_at: int = 0
+
+    @staticmethod
+    def chunk_after(text: str, marker: str, chunk_chars: int) -> int:
+        """Index of the first chunk after the one that completes ``marker`` in ``text``."""
+        end = text.index(marker) + len(marker)
+        return -(-end // chunk_chars)
 
 
 def completion_body(text: str, **fields: Any) -> bytes:
@@ -250,6 +261,8 @@ class ScriptedOpenAIServer:
             if reply.cut_after is not None and index >= reply.cut_after:
                 yield None
                 return
+            if reply.hold is not None and index == reply.hold_at:
+                reply.hold.wait(60)
             if reply.malformed_after is not None and index == reply.malformed_after:
                 yield b'data: {"choices": [ this is not json\n\n'
             last = index == len(pieces) - 1

