@@ -58,3 +58,11 @@ def server():
 
     with ScriptedOpenAIServer(default_reply=scripted_reply(DEMO_SCENE)) as scripted:
         yield scripted
+
+
+@pytest.fixture
+def healthy_camera(rig):
+    """The rig's camera back to healthy after each test that sets it to send bad input
+    (use with ``pytestmark = pytest.mark.usefixtures("healthy_camera")``)."""
+    yield
+    rig.reset_camera()

@@ -155,6 +155,23 @@ class NodeProcess(node_process.NodeProcess):
         super().__init__(params, remaps or TEST_REMAPS, env)
 
 
+def openai_params(base_url: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Parameters of a node on the openai backend as the end-to-end tests run it, ``extra``
+    added or replacing (e.g. ``{"model": "faults", "openai.timeout": 1.5}``)."""
+    params: dict[str, Any] = {
+        "backend": "openai",
+        "model": "test",
+        "openai.base_url": base_url,
+        "openai.max_retries": 0,
+        "request_timeout": 20.0,
+        # Generous: a loaded 2-core CI machine can stall the test camera for a moment.
+        "max_frame_age": 3.0,
+        "diagnostics_period": 0.2,
+    }
+    params.update(extra or {})
+    return params
+
+
 def free_port() -> int:
     """A TCP port on loopback that nothing listens on (for a server started later)."""
     with socket.socket() as sock:
@@ -188,6 +205,17 @@ def running_node(
     finally:
         code = process.stop()
     assert code == 0, process.log()
+
+
+def still_serving(rig: Rig, node: NodeProcess, wait: float = 30.0) -> None:
+    """After a bad input or a fault: with a healthy camera, the node (still running) answers
+    a good request, in 3D."""
+    rig.reset_camera()
+    rig.settle()
+    assert node.process.poll() is None, "node died:\n" + node.log()[-4000:]
+    response = rig.query(wait=wait)
+    assert response.success, f"node stopped serving: {response.message}"
+    assert response.answer.scene_graph.objects[0].has_3d
 
 
 class Rig:
@@ -313,6 +341,17 @@ class Rig:
             raise AssertionError(f"no response within {wait} s")
         return future.result()
 
+    def action(
+        self, goal: QueryAction.Goal, wait: float = 30.0, accept_wait: float | None = None
+    ) -> QueryAction.Result:
+        """Send one ~/query action goal and wait for its result (every wait bounded: the
+        goal's acceptance ``accept_wait``, by default ``wait``, and its result ``wait``)."""
+        assert self.action_client.wait_for_server(timeout_sec=10.0)
+        send = self.action_client.send_goal_async(goal)
+        handle = self.wait_future(send, wait if accept_wait is None else accept_wait)
+        assert handle.accepted, "goal rejected instead of answered with a reason"
+        return self.wait_future(handle.get_result_async(), wait).result
+
     def transition(self, transition_id: int) -> bool:
         """Ask the node for a lifecycle transition; True when it succeeded."""
         assert self.change_state.wait_for_service(timeout_sec=10.0)
@@ -341,6 +380,28 @@ class Rig:
     def settle(self, seconds: float = 0.5) -> None:
         """Let a few frames of the current camera setting reach the node."""
         time.sleep(seconds)
+
+    def reset_camera(self) -> None:
+        """Back to a healthy camera: the scene's frames, depth and camera_info, stamped now."""
+        self.colour_override = self.depth_override = self.info_override = None
+        self.send_depth = self.send_info = self.camera_on = True
+        self.stamp_offset = 0.0
+
+    def engine_status(
+        self, predicate: Callable[[Any], bool], after: int = 0, wait: float = 10.0
+    ) -> Any:
+        """The newest engine DiagnosticStatus satisfying ``predicate``, among the /diagnostics
+        arrays received after the first ``after`` (bounded wait)."""
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            with self._lock:
+                arrays = self.diagnostics[after:]
+            for array in reversed(arrays):
+                for status in array.status:
+                    if status.name.endswith("engine") and predicate(status):
+                        return status
+            time.sleep(0.05)
+        raise AssertionError(f"no engine diagnostics like that within {wait} s")
 
     def close(self) -> None:
         self.executor.shutdown()
