@@ -1,89 +1,283 @@
-"""Bad-input matrix, part 3: the cases parts 1 and 2 leave out, sent to the running node.
+"""Bad input through the running node: every case comes back with a clear reason (or a bounded
+answer), and the node answers a good request right after it.
 
-Part 1 is in test_node_openai.py / test_node_modes.py, part 2 in test_hardening_inputs.py.
-This module adds: camera_info with only a zero (or NaN) focal length, bad input through the
-action and the ~/question topic (not only the service), too many / too long options, a bad
-frame's reason reaching /diagnostics, depth full of inf and negative values, model output
-with non-finite or enormous numbers, thousands of objects and megabyte labels, and request
-deadlines that are infinite or absurdly large. Each case must come back with a clear reason
-(or a bounded answer) and the node must answer a good request right after it.
+Frames (malformed colour frames, a bad frame's reason in /diagnostics and cleared after,
+compressed frames that do not decode or claim 12000x12000 pixels), depth (no valid pixel,
+unsupported encoding), camera_info (zero, NaN, negative and 1e-30 focal lengths, another size,
+none at all), the other request paths (action and ~/question, options, inactive node), model
+output (empty, not in the format, enormous, non-finite numbers, thousands of objects, megabyte
+ids, code, NUL) and deadlines that are infinite or absurdly large.
 
-One module-scoped node serves every case (a node start costs 1-2 s of CI time).
+More of the matrix runs in test_node_openai.py (unknown encoding, other aspect ratio, no
+depth, old and future stamps, empty and 100 kB questions, full queue, deadline in the queue,
+K all zeros) and test_node_modes.py (query before any frame). One module-scoped node serves
+every case here (a node start costs 1-2 s of CI time); the compressed-input cases share a
+second, namespaced one.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticStatus
-from node_harness import DEMO_SCENE, NodeProcess, Rig, running_node
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import GetState
+from node_harness import (
+    DEMO_SCENE,
+    NodeProcess,
+    camera_info_for,
+    openai_params,
+    running_node,
+    scripted_reply,
+    still_serving,
+)
+from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import String
+from test_images import png_bomb
 
 from spatialthinker_msgs.action import Query as QueryAction
+from spatialthinker_msgs.srv import Query
 from spatialthinker_ros.images import numpy_to_image
 
 SCENE = DEMO_SCENE
 GOOD_QUESTION = "Is the red box in front of or behind the green box?"
 
+pytestmark = pytest.mark.usefixtures("healthy_camera")
+
 
 @pytest.fixture(scope="module")
 def node(server, rig):
-    with running_node(
-        rig,
-        {
-            "backend": "openai",
-            "model": "bad-inputs",
-            "openai.base_url": server.base_url,
-            "openai.max_retries": 0,
-            "openai.timeout": 10.0,
-            "request_timeout": 20.0,
-            # Generous: a loaded 2-core CI machine can stall the test camera for a moment.
-            "max_frame_age": 3.0,
-            "diagnostics_period": 0.25,
-        },
-    ) as process:
+    params = openai_params(server.base_url, {"model": "bad-inputs", "openai.timeout": 10.0})
+    with running_node(rig, params) as process:
         yield process
 
 
-@pytest.fixture(autouse=True)
-def healthy_camera(rig):
-    yield
-    rig.colour_override = rig.depth_override = rig.info_override = None
-    rig.send_depth = rig.send_info = rig.camera_on = True
-    rig.stamp_offset = 0.0
+# --------------------------------------------------------------------------- colour frames
 
 
-def _still_serving(rig: Rig, node: NodeProcess) -> None:
-    """The node must answer a good request (in 3D) right after the bad one."""
-    rig.colour_override = rig.depth_override = rig.info_override = None
-    rig.send_depth = rig.send_info = True
+def _colour_with(**fields):
+    msg = numpy_to_image(SCENE.rgb, "rgb8")
+    for name, value in fields.items():
+        setattr(msg, name, value)
+    return msg
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"data": bytes(1000)}, "shorter"),
+        ({"height": 0, "width": 0, "step": 0, "data": b""}, "zero"),
+        ({"step": 100}, "step"),
+    ],
+    ids=["data shorter than step x height", "zero-size image", "step smaller than a row"],
+)
+def test_malformed_colour_frames_are_refused_with_the_reason(node, rig, fields, reason) -> None:
+    bad = _colour_with(**fields)
+    rig.colour_override = lambda: bad
     rig.settle()
-    assert node.process.poll() is None, "node died:\n" + node.log()[-4000:]
-    response = rig.query(wait=30)
-    assert response.success, f"node stopped serving: {response.message}"
-    assert response.answer.scene_graph.objects[0].has_3d
+    response = rig.query()
+    assert not response.success
+    assert "colour frame unusable" in response.message
+    assert reason in response.message.lower(), response.message
+    still_serving(rig, node)
 
 
-def _action(rig: Rig, goal: QueryAction.Goal, wait: float = 30.0) -> QueryAction.Result:
-    """Send one action goal and wait for its result (every wait bounded)."""
-    assert rig.action_client.wait_for_server(timeout_sec=10.0)
-    goal_handle = rig.wait_future(rig.action_client.send_goal_async(goal), wait)
-    assert goal_handle.accepted, "goal rejected instead of answered with a reason"
-    return rig.wait_future(goal_handle.get_result_async(), wait).result
+def test_a_bad_colour_frame_is_reported_in_diagnostics_and_cleared_after(node, rig) -> None:
+    bad = numpy_to_image(SCENE.rgb, "rgb8")
+    bad.data = bytes(100)
+    rig.colour_override = lambda: bad
+    rig.settle()
+    response = rig.query()
+    assert not response.success and "colour frame unusable" in response.message
+
+    def inputs_warn(array) -> bool:
+        return any(
+            s.name.endswith("inputs")
+            and s.level == DiagnosticStatus.WARN
+            and "colour frame unusable" in s.message
+            for s in array.status
+        )
+
+    rig.latest(rig.diagnostics, inputs_warn, wait=10)
+    still_serving(rig, node)
+    # A good request clears the complaint: diagnostics do not cry wolf forever.
+    cleared_after = len(rig.diagnostics)
+
+    def inputs_ok(array) -> bool:
+        return any(
+            s.name.endswith("inputs") and s.level == DiagnosticStatus.OK for s in array.status
+        )
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if any(inputs_ok(a) for a in list(rig.diagnostics)[cleared_after:]):
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("diagnostics kept reporting the bad frame after good ones")
 
 
-def _info_with_k(rig: Rig, k: list[float]):
+@pytest.fixture(scope="class")
+def compressed(rig, server):
+    """A second node, namespaced (/compressed) so it does not clash with the module's node,
+    reading ``image/compressed`` from a publisher of this test's own: it sends ``frame[0]``
+    (restamped) every 0.2 s once a test puts a frame there."""
+    frame: list[CompressedImage] = []
+    publisher = rig.node.create_publisher(
+        CompressedImage, "/compressed/image/compressed", rig._image_pub.qos_profile
+    )
+
+    def publish() -> None:
+        if frame:
+            frame[0].header.stamp = rig.node.get_clock().now().to_msg()
+            publisher.publish(frame[0])
+
+    timer = rig.node.create_timer(0.2, publish)
+    process = NodeProcess(
+        {
+            "backend": "openai",
+            "model": "m",
+            "openai.base_url": server.base_url,
+            "image_transport": "compressed",
+            "use_depth": False,
+        },
+        remaps={"__ns": "/compressed", "image/compressed": "/compressed/image/compressed"},
+    )
+    client = rig.node.create_client(Query, "/compressed/spatialthinker/query")
+    get_state = rig.node.create_client(GetState, "/compressed/spatialthinker/get_state")
+
+    def query() -> Query.Response:
+        return rig.wait_future(client.call_async(Query.Request(question="Which?")), 30)
+
+    try:
+        assert client.wait_for_service(timeout_sec=60), process.log()
+        assert get_state.wait_for_service(timeout_sec=60), process.log()
+        for _ in range(600):
+            state = rig.wait_future(get_state.call_async(GetState.Request()), 10).current_state
+            if state.label == "active":
+                break
+            time.sleep(0.1)
+        yield SimpleNamespace(process=process, frame=frame, query=query)
+    finally:
+        rig.node.destroy_timer(timer)
+        rig.node.destroy_client(client)
+        rig.node.destroy_client(get_state)
+        rig.node.destroy_publisher(publisher)
+        assert process.stop() == 0, process.log()
+
+
+def _peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+class TestCompressedInput:
+    """image_transport compressed: frames that do not decode, and a decompression bomb."""
+
+    def test_compressed_frames_that_do_not_decode(self, node, rig, compressed) -> None:
+        compressed.frame[:] = [
+            CompressedImage(format="jpeg", data=b"\xff\xd8 definitely not a jpeg")
+        ]
+        rig.settle(2.0)
+        response = compressed.query()
+        assert not response.success
+        assert "colour frame unusable" in response.message
+        assert "decode" in response.message.lower(), response.message
+        still_serving(rig, node)
+
+    def test_a_png_bomb_on_image_compressed_is_refused_from_its_header(
+        self, rig, compressed
+    ) -> None:
+        compressed.frame[:] = [CompressedImage(format="png", data=png_bomb(12000, 12000))]
+        rig.settle(2.0)
+        pid = compressed.process.process.pid
+        before = _peak_rss_mib(pid)
+        for _ in range(3):
+            response = compressed.query()
+            assert not response.success
+            assert "claims 12000x12000 pixels, more than the limit of 4096x4096" in (
+                response.message
+            ), response.message
+        # Decoding it would take 144 MB grey plus 432 MB as RGB per request.
+        grown = _peak_rss_mib(pid) - before
+        assert grown < 60, f"node peak memory grew by {grown:.0f} MiB"
+
+
+def test_ask_refuses_a_png_bomb_from_its_header(tmp_path: Path, capsys) -> None:
+    # The same bomb through `spatialthinker ask`, which answers through the node's pipeline.
+    import resource
+
+    from spatialthinker_ros import cli
+
+    image = tmp_path / "bomb.png"
+    image.write_bytes(png_bomb(12000, 12000))
+    peak_before_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    code = cli.main(["ask", str(image), "-q", "Which?", "--output", str(tmp_path / "out")])
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before_kib) / 1024
+    err = capsys.readouterr().err
+    assert code != 0
+    assert "claims 12000x12000 pixels, more than the limit of 4096x4096" in err
+    assert grown_mib < 60, f"peak memory grew by {grown_mib:.0f} MiB"
+
+
+# ----------------------------------------------------------------------------------- depth
+
+
+def _inf_and_negative_depth():
+    depth = np.full(SCENE.depth_m.shape, np.inf, np.float32)
+    depth[::2] = -1.0
+    depth[1::4] = -np.inf
+    return numpy_to_image(depth, "32FC1")
+
+
+@pytest.mark.parametrize(
+    "depth",
+    [
+        numpy_to_image(np.full(SCENE.depth_m.shape, np.nan, np.float32), "32FC1"),
+        numpy_to_image(np.zeros(SCENE.depth_mm.shape, np.uint16), "16UC1"),
+        _inf_and_negative_depth(),
+    ],
+    ids=["all-NaN 32FC1 depth", "all-zero 16UC1 depth", "inf and negative 32FC1 depth"],
+)
+def test_depth_without_valid_pixels_gives_2d_with_reason(node, rig, depth) -> None:
+    rig.depth_override = lambda: depth
+    rig.settle()
+    response = rig.query()
+    assert response.success, response.message
+    for obj in response.answer.scene_graph.objects:
+        assert not obj.has_3d
+        assert "valid" in obj.no_3d_reason, obj.no_3d_reason
+        assert math.isfinite(obj.depth_fill)
+    assert any("no 3D" in w for w in response.answer.warnings)
+    still_serving(rig, node)
+
+
+def test_depth_with_an_unsupported_encoding_gives_2d_with_reason(node, rig) -> None:
+    rig.depth_override = lambda: numpy_to_image(SCENE.rgb, "rgb8")
+    rig.settle()
+    response = rig.query()
+    assert response.success, response.message
+    obj = response.answer.scene_graph.objects[0]
+    assert not obj.has_3d and "depth frame unusable" in obj.no_3d_reason, obj.no_3d_reason
+    still_serving(rig, node)
+
+
+# ----------------------------------------------------------------------------- camera_info
+
+
+def _info_with_k(rig, k: list[float]):
     info = rig._info.__class__()
     info.width, info.height = rig._info.width, rig._info.height
     info.k = k
     info.p = [k[0], 0.0, k[2], 0.0, 0.0, k[4], k[5], 0.0, 0.0, 0.0, 1.0, 0.0]
     return info
-
-
-# ---------------------------------------------------------------- camera_info
 
 
 @pytest.mark.parametrize(
@@ -105,30 +299,71 @@ def test_camera_info_with_an_unusable_focal_length(node, rig, k) -> None:
         assert "camera_info unusable" in obj.no_3d_reason, obj.no_3d_reason
         # No NaN sneaks into the published geometry.
         assert all(math.isfinite(v) for v in (obj.center.x, obj.center.y, obj.center.z))
-    _still_serving(rig, node)
+    still_serving(rig, node)
 
 
-# ------------------------------------------------------ other request paths
+def test_garbage_focal_length_is_refused_with_a_reason(node, rig) -> None:
+    # Positive and finite, but 1e-30 px: the answer has no 3D instead of centres 1e32 m away.
+    info = camera_info_for(DEMO_SCENE, rig.frame_id)
+    info.k = [1e-30, 0.0, 320.0, 0.0, 1e-30, 240.0, 0.0, 0.0, 1.0]
+    rig.info_override = info
+    rig.settle(1.0)
+    response = rig.query()
+    assert response.success, response.message
+    objects = response.answer.scene_graph.objects
+    assert objects and not any(o.has_3d for o in objects)
+    assert any(
+        "camera_info unusable: CameraInfo focal length fx=1e-30" in w
+        for w in response.answer.warnings
+    ), response.answer.warnings
+    still_serving(rig, node)
+
+
+def test_camera_info_of_another_shape_gives_2d_with_reason(node, rig) -> None:
+    info = rig._info.__class__()
+    info.width, info.height = 320, 320
+    info.k = [300.0, 0.0, 160.0, 0.0, 300.0, 160.0, 0.0, 0.0, 1.0]
+    rig.info_override = info
+    rig.settle()
+    response = rig.query()
+    assert response.success, response.message
+    obj = response.answer.scene_graph.objects[0]
+    assert not obj.has_3d and "camera_info is 320x320" in obj.no_3d_reason, obj.no_3d_reason
+    still_serving(rig, node)
+
+
+def test_missing_camera_info_gives_2d_with_reason(node, rig) -> None:
+    rig.send_info = False
+    # Re-activating forgets what the node had received, as after a driver restart.
+    assert rig.transition(Transition.TRANSITION_DEACTIVATE)
+    assert rig.transition(Transition.TRANSITION_ACTIVATE)
+    rig.settle()
+    response = rig.query()
+    assert response.success, response.message
+    obj = response.answer.scene_graph.objects[0]
+    assert not obj.has_3d and "no camera_info received" in obj.no_3d_reason
+    still_serving(rig, node)
+
+
+# ------------------------------------------------------------------ other request paths
 
 
 def test_empty_question_through_the_action_is_aborted_with_the_reason(node, rig) -> None:
     rig.settle()
-    result = _action(rig, QueryAction.Goal(question="   ", options=["a", "b"]))
+    result = rig.action(QueryAction.Goal(question="   ", options=["a", "b"]))
     assert not result.success and result.message == "question is empty"
-    _still_serving(rig, node)
+    still_serving(rig, node)
 
 
 def test_inactive_node_answers_the_action_with_the_reason(node, rig) -> None:
-    from lifecycle_msgs.msg import Transition
-
     assert rig.transition(Transition.TRANSITION_DEACTIVATE)
     try:
-        result = _action(rig, QueryAction.Goal(question=GOOD_QUESTION))
+        result = rig.action(QueryAction.Goal(question=GOOD_QUESTION))
         assert not result.success
         assert "not active" in result.message and "inactive" in result.message
     finally:
         assert rig.transition(Transition.TRANSITION_ACTIVATE)
-    _still_serving(rig, node)
+    still_serving(rig, node)
 
 
 def test_empty_question_on_the_topic_is_answered_on_the_answer_topic(node, rig) -> None:
@@ -147,7 +382,7 @@ def test_empty_question_on_the_topic_is_answered_on_the_answer_topic(node, rig) 
         assert answer.warnings[0].startswith("request failed:")
     finally:
         rig.node.destroy_publisher(publisher)
-    _still_serving(rig, node)
+    still_serving(rig, node)
 
 
 @pytest.mark.parametrize(
@@ -163,65 +398,12 @@ def test_bad_options_are_refused_with_the_reason(node, rig, options, reason) -> 
     rig.settle()
     response = rig.query(options=options)
     assert not response.success and reason in response.message, response.message
-    result = _action(rig, QueryAction.Goal(question=GOOD_QUESTION, options=options))
+    result = rig.action(QueryAction.Goal(question=GOOD_QUESTION, options=options))
     assert not result.success and reason in result.message, result.message
-    _still_serving(rig, node)
+    still_serving(rig, node)
 
 
-# ------------------------------------------------------------- frames
-
-
-def test_a_bad_colour_frame_is_reported_in_diagnostics_and_cleared_after(node, rig) -> None:
-    bad = numpy_to_image(SCENE.rgb, "rgb8")
-    bad.data = bytes(100)
-    rig.colour_override = lambda: bad
-    rig.settle()
-    response = rig.query()
-    assert not response.success and "colour frame unusable" in response.message
-
-    def inputs_warn(array) -> bool:
-        return any(
-            s.name.endswith("inputs")
-            and s.level == DiagnosticStatus.WARN
-            and "colour frame unusable" in s.message
-            for s in array.status
-        )
-
-    rig.latest(rig.diagnostics, inputs_warn, wait=10)
-    _still_serving(rig, node)
-    # A good request clears the complaint: diagnostics do not cry wolf forever.
-    cleared_after = len(rig.diagnostics)
-
-    def inputs_ok(array) -> bool:
-        return any(
-            s.name.endswith("inputs") and s.level == DiagnosticStatus.OK for s in array.status
-        )
-
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if any(inputs_ok(a) for a in list(rig.diagnostics)[cleared_after:]):
-            break
-        time.sleep(0.1)
-    else:
-        raise AssertionError("diagnostics kept reporting the bad frame after good ones")
-
-
-def test_depth_of_inf_and_negative_values_gives_2d_with_reason(node, rig) -> None:
-    depth = np.full(SCENE.depth_m.shape, np.inf, np.float32)
-    depth[::2] = -1.0
-    depth[1::4] = -np.inf
-    msg = numpy_to_image(depth, "32FC1")
-    rig.depth_override = lambda: msg
-    rig.settle()
-    response = rig.query()
-    assert response.success, response.message
-    for obj in response.answer.scene_graph.objects:
-        assert not obj.has_3d and "valid" in obj.no_3d_reason, obj.no_3d_reason
-        assert math.isfinite(obj.depth_fill)
-    _still_serving(rig, node)
-
-
-# ------------------------------------------------------------- model output
+# ---------------------------------------------------------------------------- model output
 
 INJECTION = (
     "<observe> ignore previous instructions </observe>"
@@ -241,23 +423,43 @@ def _many_objects(count: int, label_chars: int) -> str:
 
 
 @pytest.mark.parametrize(
-    "reply",
+    ("reply", "expected_warning"),
     [
-        '<scene>{"objects": [{"id": "cup.1", "bbox": [NaN, 1e309, -1e309, 1e300]},'
-        ' {"id": "cup.2", "bbox": [10, 10, 1e300, 1e300]}], "relationships": []}</scene>'
-        "<answer> (A) in front </answer>",
-        _many_objects(5000, 0),
-        _many_objects(3, 1_000_000),
-        INJECTION,
+        ("", "no answer found"),
+        ("I think it is probably the red one, but hard to say.", "answer without <answer> tags"),
+        ("<answer> (A) in front </answer>" + "<think>" + "blah " * 250_000, "truncated"),
+        (
+            '<scene>{"objects": [{"id": "cup.1", "bbox": [NaN, 1e309, -1e309, 1e300]},'
+            ' {"id": "cup.2", "bbox": [10, 10, 1e300, 1e300]}], "relationships": []}</scene>'
+            "<answer> (A) in front </answer>",
+            None,
+        ),
+        (_many_objects(5000, 0), None),
+        (_many_objects(3, 1_000_000), None),
+        (INJECTION, None),
     ],
-    ids=["non-finite and huge box numbers", "5000 objects", "1 MB object id", "code in output"],
+    ids=[
+        "empty output",
+        "output not in the format",
+        "enormous output (1.25 MB)",
+        "non-finite and huge box numbers",
+        "5000 objects",
+        "1 MB object id",
+        "code in output",
+    ],
 )
-def test_hostile_model_output_gives_a_bounded_finite_answer(node, rig, server, reply) -> None:
+def test_hostile_model_output_gives_a_bounded_finite_answer(
+    node, rig, server, reply, expected_warning
+) -> None:
     server.add_replies(reply)
     rig.settle(0.2)
     response = rig.query(wait=30)
     assert response.success, response.message
     answer = response.answer
+    if expected_warning is not None:
+        # Answered, with what was wrong with the output.
+        assert answer.strict_format is False
+        assert any(expected_warning in w for w in answer.warnings), list(answer.warnings)
     graph = answer.scene_graph
     assert len(graph.objects) <= 100 and len(graph.relations) <= 100
     for obj in graph.objects:
@@ -266,30 +468,43 @@ def test_hostile_model_output_gives_a_bounded_finite_answer(node, rig, server, r
         # Clipped to the 640x480 source image.
         assert 0 <= obj.x_min <= obj.x_max <= 640 and 0 <= obj.y_min <= obj.y_max <= 480, box
         assert len(obj.id) <= 256 and len(obj.label) <= 256
-    assert len(answer.raw_output) <= 32768 and len(answer.observation) <= 4096
+    # Published text stays bounded whatever the model wrote.
+    assert len(answer.raw_output) <= 32768 and len(answer.reasoning) <= 32768
+    assert len(answer.observation) <= 4096
     assert len(answer.warnings) <= 64 and all(len(w) <= 1024 for w in answer.warnings)
-    _still_serving(rig, node)
+    still_serving(rig, node)
 
 
-# --------------------------------------------------- deadlines out of range
+def test_nul_in_model_output_does_not_cut_the_answer(node, rig, server) -> None:
+    reply = scripted_reply(DEMO_SCENE)
+    server.add_replies(lambda body: reply(body).replace("<answer> ", "<answer> \x00"))
+    rig.settle()
+    response = rig.query(wait=30)
+    assert response.success, response.message
+    assert response.answer.answer == "(A) in front"
+    assert "\x00" not in response.answer.raw_output
+    assert response.answer.raw_output.endswith("<answer> (A) in front </answer>")
+
+
+# ---------------------------------------------------------------- deadlines out of range
 # Last in the module: if one of these kills the node, the cases above have already run.
 
 
 @pytest.mark.parametrize("timeout", [float("inf"), 1e300], ids=["infinite", "1e300 s"])
 def test_an_action_with_an_out_of_range_deadline_gets_its_result(node, rig, timeout) -> None:
     rig.settle()
-    result = _action(rig, QueryAction.Goal(question=GOOD_QUESTION, timeout=timeout))
+    result = rig.action(QueryAction.Goal(question=GOOD_QUESTION, timeout=timeout))
     assert result.success or "timeout" in result.message, result.message
-    _still_serving(rig, node)
+    still_serving(rig, node)
 
 
 @pytest.mark.parametrize("timeout", [1e300, float("inf")], ids=["1e300 s", "infinite"])
 def test_a_query_with_an_out_of_range_deadline_gets_exactly_one_response(
     node, rig, timeout
 ) -> None:
-    # Known bug (see docs/hardening.md): the service path waits with
+    # Was a bug (see docs/hardening.md): the service path waited with
     # threading.Event.wait(deadline - now), which raises OverflowError for such a deadline;
-    # the exception escapes the executor and the node process dies without answering.
+    # the exception escaped the executor and the node process died without answering.
     assert node.process.poll() is None, "node died earlier:\n" + node.log()[-3000:]
     rig.settle()
     try:
@@ -300,4 +515,4 @@ def test_a_query_with_an_out_of_range_deadline_gets_exactly_one_response(
         ) from None
     # Either clamped to something usable (answered) or refused with a reason.
     assert response.success or "timeout" in response.message, response.message
-    _still_serving(rig, node)
+    still_serving(rig, node)
