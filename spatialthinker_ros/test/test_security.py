@@ -1,131 +1,54 @@
-"""Security: the API key's path, model output as data only, every published text bounded.
+"""Security: the API key's path, model output as data only, every published text bounded, CLI
+output confined to its folder.
 
-Complements test_hardening_security.py (parameters, CLI output folder, parser on code) and
-test_hardening_faults.py (key in the Authorization header, absent from log/diagnostics on
-the happy path). This module adds the unhappy path: a server or proxy that echoes the key in
-its error body (real ones do: "Incorrect API key provided: sk-..."), the key in the node's
-parameters, command line and params file, a static check that nothing that touches model
-output evaluates it, and a field-by-field length bound on everything the node publishes.
+The key (through the running node, openai backend against the scripted server): it reaches the
+server only as ``Authorization: Bearer ...``; it is not in the node's command line, params file
+or any parameter; it is nowhere in the log, /diagnostics or anything published, also when a
+server or proxy echoes it in an error body (real ones do: "Incorrect API key provided: sk-...")
+or in a reply without choices. No parameter can hold a secret. Model output is only data: a
+static check that nothing that touches model output evaluates it, and the parser on code.
+Every text field the node publishes has a length bound. `tool_files.output_path` keeps CLI
+outputs inside the output folder.
 """
 
 from __future__ import annotations
 
 import ast
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from node_harness import DEMO_SCENE, NodeProcess, Rig, running_node, scripted_reply
+from diagnostic_msgs.msg import DiagnosticStatus
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from node_harness import NodeProcess, Rig, openai_params, running_node, still_serving
 from rcl_interfaces.srv import GetParameters, ListParameters
+from scripted_openai_server import RawReply, completion_body
 from std_msgs.msg import Header
 
+from spatialthinker_ros.answering import SceneAnswer
 from spatialthinker_ros.engine import EngineResult
 from spatialthinker_ros.lifting import Lifted3D
+from spatialthinker_ros.parameters import PARAMETERS
 from spatialthinker_ros.parsing import parse_output
-from spatialthinker_ros.ros_conversions import answer_message, scene_graph_message
+from spatialthinker_ros.relation_check import verify_relations
+from spatialthinker_ros.ros_conversions import answer_message
+from spatialthinker_ros.tool_files import output_path
 
-SCENE = DEMO_SCENE
 KEY_ENV = "SPATIALTHINKER_SECURITY_TEST_KEY"
 KEY = "sk-sec-0b5e1a7d93c24f6e-do-not-leak"
 PACKAGE = Path(__file__).resolve().parents[1] / "spatialthinker_ros"
 
 
-class EchoingServer:
-    """An OpenAI-compatible server whose errors echo the caller's credentials.
-
-    ``mode`` "ok" answers with the scripted SpatialThinker reply; "echo401" / "echo500"
-    answer that status with the received Authorization header inside the error message.
-    """
-
-    def __init__(self) -> None:
-        self.mode = "ok"
-        self.authorizations: list[str] = []
-        reply = scripted_reply(SCENE)
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def _send(self, status: int, payload: dict) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self) -> None:
-                self._send(200, {"object": "list", "data": [{"id": "m", "object": "model"}]})
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
-                auth = self.headers.get("Authorization", "")
-                server.authorizations.append(auth)
-                if server.mode.startswith("echo"):
-                    status = int(server.mode[4:])
-                    key = auth.removeprefix("Bearer ")
-                    message = f"Incorrect API key provided: {key}. Header was '{auth}'."
-                    self._send(status, {"error": {"message": message, "type": "auth"}})
-                    return
-                text = reply(body)
-                self._send(
-                    200,
-                    {
-                        "id": "c",
-                        "object": "chat.completion",
-                        "created": 0,
-                        "model": "m",
-                        "choices": [
-                            {
-                                "index": 0,
-                                "message": {"role": "assistant", "content": text},
-                                "finish_reason": "stop",
-                            }
-                        ],
-                        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-                    },
-                )
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture(scope="module")
-def server():
-    echoing = EchoingServer()
-    yield echoing
-    echoing.close()
-
-
 @pytest.fixture(scope="module")
 def node(server, rig):
-    with running_node(
-        rig,
-        {
-            "backend": "openai",
-            "model": "security",
-            "openai.base_url": server.base_url,
-            "openai.api_key_env": KEY_ENV,
-            "openai.max_retries": 1,
-            "request_timeout": 20.0,
-            "max_frame_age": 3.0,
-            "diagnostics_period": 0.2,
-        },
-        env={KEY_ENV: KEY},
-    ) as process:
+    params = openai_params(
+        server.base_url,
+        {"model": "security", "openai.api_key_env": KEY_ENV, "openai.max_retries": 1},
+    )
+    with running_node(rig, params, env={KEY_ENV: KEY}) as process:
         yield process
 
 
@@ -138,15 +61,27 @@ def _assert_key_nowhere(rig: Rig, node: NodeProcess, *texts: str) -> None:
             assert KEY not in status.message, f"API key in /diagnostics: {status.message}"
             assert all(KEY not in kv.value for kv in status.values), "API key in /diagnostics"
     for answer in list(rig.answers):
-        assert KEY not in answer.raw_output and all(KEY not in w for w in answer.warnings)
+        assert KEY not in answer.raw_output and KEY not in answer.model
+        assert all(KEY not in w for w in answer.warnings)
+
+
+# ------------------------------------------------------------------ the API key's path
+
+
+def test_no_parameter_can_hold_a_secret() -> None:
+    # The only key-related setting names an environment variable; no parameter takes a key.
+    names = [spec.name for spec in PARAMETERS]
+    assert [n for n in names if "key" in n or "token" in n.replace("tokens", "")] == [
+        "openai.api_key_env"
+    ]
+    assert all("secret" not in n and "password" not in n for n in names)
 
 
 def test_the_key_reaches_the_server_only_in_the_authorization_header(node, rig, server) -> None:
-    server.mode = "ok"
     rig.settle()
     response = rig.query()
     assert response.success, response.message
-    assert server.authorizations[-1] == f"Bearer {KEY}"
+    assert server.headers[-1]["authorization"] == f"Bearer {KEY}"
     # Not on the command line, not in the params file, not in any parameter.
     cmdline = Path(f"/proc/{node.process.pid}/cmdline").read_bytes().decode(errors="replace")
     assert KEY not in cmdline and KEY not in node.params_file.read_text()
@@ -163,25 +98,58 @@ def test_the_key_reaches_the_server_only_in_the_authorization_header(node, rig, 
     finally:
         rig.node.destroy_client(listed)
         rig.node.destroy_client(getter)
+    rig.settle(0.5)  # a few more diagnostics messages
+    # Not in the log, /diagnostics or anything published.
     _assert_key_nowhere(rig, node, response.message)
 
 
-@pytest.mark.parametrize("mode", ["echo401", "echo500"], ids=["401 echoing", "500 echoing"])
+def _echoing(server, status: int):
+    """A reply that answers ``status`` with the Authorization header it received inside the
+    error message, as some servers and proxies do."""
+
+    def reply(_body: dict[str, Any]) -> RawReply:
+        auth = server.headers[-1].get("authorization", "")
+        key = auth.removeprefix("Bearer ")
+        message = f"Incorrect API key provided: {key}. Header was '{auth}'."
+        body = json.dumps({"error": {"message": message, "type": "auth"}}).encode()
+        return RawReply(body=body, status=status)
+
+    return reply
+
+
+@pytest.mark.parametrize("status", [401, 500], ids=["401 echoing", "500 echoing"])
 def test_a_server_that_echoes_the_key_does_not_make_the_node_leak_it(
-    node, rig, server, mode
+    node, rig, server, status
 ) -> None:
-    server.mode = mode
+    healthy = server.default_reply
+    server.default_reply = _echoing(server, status)  # every try, the retry too
     try:
         rig.settle()
         response = rig.query(wait=30)
         assert not response.success
-        assert f"HTTP {mode[4:]}" in response.message, response.message
+        assert f"HTTP {status}" in response.message, response.message
         rig.settle(0.6)  # a few diagnostics with the backend error
     finally:
-        server.mode = "ok"
+        server.default_reply = healthy
     _assert_key_nowhere(rig, node, response.message)
     response = rig.query(wait=30)
     assert response.success, response.message
+
+
+def test_a_key_echoed_in_a_reply_without_choices_leaks_nowhere(node, rig, server) -> None:
+    rig.settle()
+    server.add_replies(RawReply(body=completion_body("x", id=KEY, choices=[])))
+    seen = len(rig.diagnostics)
+    response = rig.query(wait=30)
+    assert not response.success
+    assert "no choices" in response.message and "[redacted]" in response.message
+    assert KEY not in response.message
+    status = rig.engine_status(lambda s: s.level == DiagnosticStatus.ERROR, after=seen, wait=20)
+    texts = [status.message] + [f"{v.key}={v.value}" for v in status.values]
+    assert any("[redacted]" in text for text in texts)
+    assert not any(KEY in text for text in texts)
+    assert KEY not in node.log()
+    still_serving(rig, node)
 
 
 # ------------------------------------------------------------------ no eval
@@ -283,11 +251,19 @@ def test_every_text_field_published_is_bounded_whatever_the_model_wrote() -> Non
         output_tokens=0,
         model_name="M" * 100_000,
     )
-    lifted = [Lifted3D(None, None, 0, 0.0, "R" * 100_000) for _ in parsed.objects]
-    graph = scene_graph_message(Header(), result, lifted, "N" * 100_000)
-    answer = answer_message(
-        Header(), "id", "Q" * 100_000, options, result, graph, ["E" * 100_000] * 100
+    lifted = tuple(Lifted3D(None, None, 0, 0.0, "R" * 100_000) for _ in parsed.objects)
+    scene = SceneAnswer(
+        request_id="i" * 100_000,
+        question="Q" * 100_000,
+        options=tuple(options),
+        engine=result,
+        lifted=lifted,
+        no_3d_reason="N" * 100_000,
+        relations=verify_relations(parsed, lifted),
+        warnings=(*parsed.warnings, *["E" * 100_000] * 100),
     )
+    answer = answer_message(Header(), scene)
+    graph = answer.scene_graph
     fields = _string_fields(answer)
     assert fields, "walked no fields"
     too_long = [(name, len(value)) for name, value in fields if len(value) > 32768]
@@ -297,3 +273,37 @@ def test_every_text_field_published_is_bounded_whatever_the_model_wrote() -> Non
     # The whole message stays small enough for any DDS transport.
     assert sum(len(value) for _, value in fields) < 1_500_000
     assert np.isfinite([o.x_min for o in graph.objects]).all()
+
+
+# ------------------------------------------------------------------ model output is data
+
+
+def test_model_output_is_only_ever_data() -> None:
+    # Python and shell in the scene are parsed as text (or rejected), never executed.
+    marker = Path("/tmp/spatialthinker_should_not_exist")
+    text = (
+        "<scene>{'objects': [__import__('os').system('touch /tmp/spatialthinker_should_not_exist')]"
+        ", 'relationships': []}</scene><answer> (A) x </answer>"
+    )
+    result = parse_output(text, options=["x", "y"])
+    assert not marker.exists()
+    assert result.objects == []
+    assert result.warnings
+
+
+# --------------------------------------------------------------- CLI output folder
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(min_size=0, max_size=80))
+def test_cli_output_files_never_leave_the_output_folder(tmp_path_factory, name: str) -> None:
+    root = tmp_path_factory.mktemp("out")
+    path = output_path(root, name)
+    assert path.parent == Path(root).resolve()
+    assert not path.name.startswith(".")
+
+
+def test_known_escape_attempts_stay_inside(tmp_path: Path) -> None:
+    for name in ("../../etc/passwd", "/etc/passwd", "..", "a/../../b", "~/.ssh/id_rsa", "\x00x"):
+        path = output_path(tmp_path / "out", name)
+        assert path.parent == (tmp_path / "out").resolve(), name
