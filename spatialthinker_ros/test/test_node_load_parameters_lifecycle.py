@@ -1,4 +1,5 @@
-"""Hardening, round 2 (issue 17), node side: what an adversarial probe broke, through the node.
+"""Load, parameters and lifecycle through the running node (hardening round 2, issue 17): what
+an adversarial probe broke.
 
 - Bursts: 34 separate clients calling ``~/query`` at the same moment and 20 action goals sent at
   once must each end in an answer or a refusal with a reason (the default service QoS lost most
@@ -29,7 +30,7 @@ import rclpy
 from lifecycle_msgs.msg import State, TransitionEvent
 from lifecycle_msgs.msg import Transition as LifecycleTransition
 from lifecycle_msgs.srv import GetState
-from node_harness import NODE, Rig, running_node
+from node_harness import NODE, Rig, openai_params, running_node
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 from rclpy.action import ActionClient
@@ -44,21 +45,18 @@ BOUND = 60.0  # longest any single wait may take before the call counts as lost
 
 
 def _params(server: Any, **extra: Any) -> dict[str, Any]:
-    params = {
-        "backend": "openai",
-        "model": "hardening-2",
-        "openai.base_url": server.base_url,
-        "openai.max_retries": 0,
-        "openai.max_in_flight": 4,
-        "max_queue_size": 16,
-        "max_batch_size": 4,
-        "request_timeout": 30.0,
-        # Generous: a loaded 2-core CI machine can stall the test camera for a moment.
-        "max_frame_age": 5.0,
-        "diagnostics_period": 0.2,
-    }
-    params.update(extra)
-    return params
+    return openai_params(
+        server.base_url,
+        {
+            "model": "load-parameters-lifecycle",
+            "openai.max_in_flight": 4,
+            "max_queue_size": 16,
+            "max_batch_size": 4,
+            "request_timeout": 30.0,
+            "max_frame_age": 5.0,
+            **extra,
+        },
+    )
 
 
 class Peer:
@@ -129,15 +127,6 @@ def _wait_all(futures: list[Any], wait: float) -> list[Any]:
         if not done.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
             break
     return [f.result() if f.done() else None for f in futures]
-
-
-def _engine_status(rig: Rig, predicate, wait: float = 10.0):
-    message = rig.latest(
-        rig.diagnostics,
-        lambda m: any(s.name.endswith("engine") and predicate(s) for s in m.status),
-        wait=wait,
-    )
-    return next(s for s in message.status if s.name.endswith("engine"))
 
 
 @pytest.fixture
@@ -303,7 +292,7 @@ def test_bad_value_at_startup_leaves_a_consistent_unconfigured_node(server, rig,
     client = peer()
     try:
         assert rig.query_client.wait_for_service(timeout_sec=30.0), node.log()
-        status = _engine_status(rig, lambda s: "configure failed" in s.message, wait=30.0)
+        status = rig.engine_status(lambda s: "configure failed" in s.message, wait=30.0)
         assert "rate_hz must be 0 (off) or between 0.001 and 30 (got 1e-10)" in status.message
         assert rig.lifecycle_state() == "unconfigured"
         assert any(v.key == "lifecycle state" and v.value == "unconfigured" for v in status.values)
