@@ -210,12 +210,23 @@ def test_cancel_while_thinking_ends_with_a_reason_and_closes_the_stream(node, ri
     closed_before = server.streams_closed
     server.stream_delay_s = 0.05  # ~3.5 s of stream: time to cancel while thinking
     log = GoalLog(rig)
+    thinking = threading.Event()
+
+    def reply(body: dict[str, Any]) -> StreamReply:
+        # Held after "<think>" until the client saw "thinking".
+        text = REPLY(body)
+        return StreamReply(
+            text, 24, hold=thinking, hold_at=StreamReply.chunk_after(text, "<think>", 24)
+        )
+
+    server.add_replies(reply)
     try:
         handle = _send(rig, log, "Is the pillar behind the boxes?")
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             with log.lock:
                 if any(k == "feedback" and v.stage == "thinking" for k, v in log.events):
+                    thinking.set()
                     break
             time.sleep(0.01)
         else:

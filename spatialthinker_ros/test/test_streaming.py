@@ -191,6 +191,14 @@ def test_cancel_while_thinking_closes_the_stream(server) -> None:
             if report.stage == "thinking":
                 thinking.set()
 
+        def reply(body: dict[str, Any]) -> StreamReply:
+            # Held after "<think>" until the pipeline said "thinking".
+            text = REPLY(body)
+            return StreamReply(
+                text, 24, hold=thinking, hold_at=StreamReply.chunk_after(text, "<think>", 24)
+            )
+
+        server.add_replies(reply)
         handle = pipeline.submit(
             FRAMES, "Which is nearer?", [], "cancel-1", on_done=recorder.finished,
             on_progress=progress,
@@ -269,9 +277,11 @@ def test_server_that_ignores_stream_answers_whole(server) -> None:
         assert server.streams_sent == 0
         assert [o.id for o in answer.parsed.objects] == list(SCRIPTED_OBJECTS)
         assert answer.parsed.choice == "A"
-        # The whole text arrived at once: one report, the scene in it, still before the answer.
-        assert recorder.reports and recorder.reports[0].scene is not None
+        # The whole text arrived at once, so the scene graph comes with the answer (a report
+        # of it may come first); never a report after the answer.
+        assert all(p.scene is not None for p in recorder.reports)
         assert recorder.events[-1][0] == "done"
+        assert answer.scene_s <= answer.engine.total_s
     finally:
         pipeline.shutdown()
 
@@ -352,3 +362,137 @@ def test_tiny_model_streams_through_the_same_pipeline(tiny_model_dir: Path) -> N
         _check_stream(recorder, answer)
     finally:
         pipeline.shutdown()
+
+
+# --------------------------------------------------------------------------------- the engine
+
+
+class _StreamingBackend:
+    """A backend that streams its answer in chunks (the engine's side only); ``after(i)`` runs
+    after chunk ``i`` was passed on."""
+
+    def __new__(cls, chunks: list[str], after: Any = None):
+        from spatialthinker_ros.backends.base import Backend
+
+        class Streaming(Backend):
+            name = "streaming-test"
+            supports_streaming = True
+            model_name = "test"
+            loaded = True
+
+            def load(self) -> None:
+                pass
+
+            def unload(self) -> None:
+                pass
+
+            def generate(self, images, prompts, settings, cancel=None, on_text=None):
+                for index, chunk in enumerate(chunks):
+                    if on_text is not None and on_text[0] is not None:
+                        on_text[0](chunk)
+                    if after is not None:
+                        after(index)
+                return [BackendOutput("".join(chunks), 1, len(chunks), 0.0)]
+
+        return Streaming()
+
+
+def test_a_slow_text_callback_never_holds_up_the_engine() -> None:
+    from spatialthinker_ros.engine import EngineConfig, InferenceEngine
+
+    chunks = ["<observe> a </observe>", "<scene>", "{}", "</scene>", "<answer> (A) </answer>"]
+    in_callback, release = threading.Event(), threading.Event()
+    received: list[str] = []
+
+    def after(index: int) -> None:
+        if index == 0:  # the model writes on only once the consumer is busy with its text
+            assert in_callback.wait(30)
+
+    def slow(streamed) -> None:
+        received.append(streamed.text)
+        in_callback.set()
+        release.wait(30)  # a consumer stuck until the test lets go
+
+    engine = InferenceEngine(_StreamingBackend(chunks, after), EngineConfig())
+    engine.start()
+    try:
+        handle = engine.submit(np.zeros((56, 56, 3), np.uint8), "q", on_text=slow)
+        # The answer is delivered while the callback is still blocked in its first call.
+        result = handle.result(30)
+        assert not release.is_set() and received == [chunks[0]]
+        assert result.raw_text == "".join(chunks)
+        release.set()
+        # Text of an ended request is dropped, never delivered after its answer.
+        time.sleep(0.2)
+        assert received == [chunks[0]]
+    finally:
+        release.set()
+        engine.shutdown()
+
+
+def test_text_that_comes_while_a_callback_runs_is_delivered_in_one_piece() -> None:
+    from spatialthinker_ros.engine import EngineConfig, InferenceEngine
+
+    chunks = [f"<think> step {i} </think>" for i in range(6)]
+    in_first_call, rest_written, second_call = (threading.Event() for _ in range(3))
+
+    def after(index: int) -> None:
+        if index == 0:
+            assert in_first_call.wait(30)
+        elif index == len(chunks) - 1:
+            rest_written.set()
+            assert second_call.wait(30)  # the request stays running until then
+
+    received: list[str] = []
+
+    def callback(streamed) -> None:
+        received.append(streamed.text)
+        if len(received) == 1:
+            in_first_call.set()
+            assert rest_written.wait(30)
+        else:
+            second_call.set()
+
+    engine = InferenceEngine(_StreamingBackend(chunks, after), EngineConfig())
+    engine.start()
+    try:
+        handle = engine.submit(np.zeros((56, 56, 3), np.uint8), "q", on_text=callback)
+        assert handle.result(30).raw_text == "".join(chunks)
+        assert received == [chunks[0], "".join(chunks[1:])]
+    finally:
+        engine.shutdown()
+
+
+# ------------------------------------------------------------- transformers: one batch, per row
+
+
+def test_tiny_model_streams_each_row_of_a_batch(tiny_model_dir: Path) -> None:
+    pytest.importorskip("torch")
+    from forced_text import ForcedText
+
+    from spatialthinker_ros.backends import create_backend
+
+    backend = create_backend(
+        "transformers", model=tiny_model_dir, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS
+    )
+    backend.load()
+    try:
+        texts = [
+            "<observe> one </observe>\n<answer> (A) left </answer>",
+            "<answer> (B) é → 右 </answer>",
+        ]
+        backend.logits_processor = [ForcedText(backend.processor.tokenizer, texts)]
+        pieces: list[list[str]] = [[], []]
+        images = [np.full((56, 56, 3), v, np.uint8) for v in (0, 255)]
+        outputs = backend.generate(
+            images,
+            ["a", "b"],
+            GenerationSettings(max_new_tokens=40),
+            on_text=[pieces[0].append, pieces[1].append],
+        )
+        for row, output in enumerate(outputs):
+            assert isinstance(output, BackendOutput) and output.text == texts[row]
+            assert "".join(pieces[row]) == texts[row]
+            assert len(pieces[row]) > 3  # streamed, not given whole
+    finally:
+        backend.unload()
