@@ -6,7 +6,8 @@ frames of a room, boxes drawn by eye), each box edge is moved by a uniform +-2 p
 (what a real model's boxes do from one frame to the next) and the displacement of the reported 3D
 centre and of the front-surface point from the unjittered box's is measured; the p90 is compared
 with the goal of 2 cm + 1 % of the object's distance. Then lifting 20 boxes on the 640x480 TUM
-frame is timed beside the naive per-box median of depth, in the same run (goal: at most 2x).
+frame is timed (CPU time) beside the naive per-box median of depth, in the same run (goal: at most
+2x).
 
 ``--lifting path/to/lifting.py`` benchmarks another implementation of ``lift_boxes`` (e.g. an
 older one: ``git show HEAD~5:spatialthinker_ros/spatialthinker_ros/lifting.py > /tmp/old.py``).
@@ -66,17 +67,21 @@ def naive_medians(boxes: list[tuple[float, ...]], depth: np.ndarray) -> list[flo
 
 
 def time_pair(a: Callable[[], object], b: Callable[[], object], repeat: int) -> tuple[float, float]:
-    """Median milliseconds of ``a`` and of ``b``, timed alternately so that both see the same
-    machine load (on a shared machine, timing one after the other skews the ratio)."""
+    """Median milliseconds of CPU time of ``a`` and of ``b``, timed alternately.
+
+    CPU time of this thread (``time.thread_time``), not wall time: on a shared machine another
+    process taking the core mid-call would count against whichever call it interrupted, and the
+    ratio would say more about the neighbours than about lifting.
+    """
     for _ in range(20):
         a(), b()
     ta, tb = [], []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         a()
-        t1 = time.perf_counter()
+        t1 = time.thread_time()
         b()
-        t2 = time.perf_counter()
+        t2 = time.thread_time()
         ta.append(t1 - t0)
         tb.append(t2 - t1)
     return statistics.median(ta) * 1e3, statistics.median(tb) * 1e3

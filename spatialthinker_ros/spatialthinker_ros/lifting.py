@@ -603,17 +603,16 @@ def lift_boxes(
     bins = np.clip(bins - first, 0, n_bins - 1)
     flat = (np.arange(n_boxes)[:, None, None] * n_bins + bins).ravel()
     size = n_boxes * n_bins
-    # One bincount for the four histograms: offset the bin index of each by `size`.
-    weights = np.stack(
-        [
+    hists = np.empty((4, size))
+    for k, w in enumerate(
+        (
             centre_w,
             centre_w * tu[:, None, :].astype(np.float32),
             centre_w * tv[:, :, None].astype(np.float32),
             keep_w,
-        ]
-    ).reshape(4, -1)
-    flat4 = (flat[None, :] + (np.arange(4) * size)[:, None]).ravel()
-    hists = np.bincount(flat4, weights=weights.ravel(), minlength=4 * size)
+        )
+    ):
+        hists[k] = np.bincount(flat, weights=w.ravel(), minlength=size)
     hist_i, off_u, off_v, hist_c = _smooth(hists.reshape(4, n_boxes, n_bins))
     bin_index = np.arange(n_bins)
     z_bins = _u_to_depth(u_min + (first + bin_index + 0.5) * p.bin_width)
