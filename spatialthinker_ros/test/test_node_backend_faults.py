@@ -156,6 +156,19 @@ class TestOneTryPerRequest:
         finally:
             server.stop()
 
+    def test_rate_limited_429_is_reported_then_recovers(self, node, rig, port) -> None:
+        server = _serve(port)
+        try:
+            rig.settle()
+            server.fail_next(1, status=429)
+            success, message, seconds = _service_call(rig)
+            assert not success and "HTTP 429" in message, message
+            assert seconds < REQUEST_TIMEOUT
+            success, message, _ = _action_call(rig)
+            assert success, message
+        finally:
+            server.stop()
+
     def test_a_dripping_server_fails_at_openai_timeout_and_shows_error(
         self, node, rig, port
     ) -> None:
@@ -176,19 +189,6 @@ class TestOneTryPerRequest:
             seen = len(rig.diagnostics)
             still_serving(rig, node)  # the next answer clears it
             rig.engine_status(_ok, after=seen, wait=20)
-        finally:
-            server.stop()
-
-    def test_rate_limited_429_is_reported_then_recovers(self, node, rig, port) -> None:
-        server = _serve(port)
-        try:
-            rig.settle()
-            server.fail_next(1, status=429)
-            success, message, seconds = _service_call(rig)
-            assert not success and "HTTP 429" in message, message
-            assert seconds < REQUEST_TIMEOUT
-            success, message, _ = _action_call(rig)
-            assert success, message
         finally:
             server.stop()
 
