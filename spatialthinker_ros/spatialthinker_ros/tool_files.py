@@ -10,7 +10,6 @@ OpenCV and PyYAML are imported only when a file is read or written.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import re
@@ -78,11 +77,12 @@ def load_rgb(path: str | Path) -> np.ndarray:
     file = _existing_file(path, "image")
     # PNG and JPEG sizes are checked from their headers before decoding (decompression bombs);
     # a damaged header is left to OpenCV to report.
-    with contextlib.suppress(OSError, ValueError), file.open("rb") as handle:
-        try:
-            check_encoded_size(handle.read(), DEFAULT_MAX_DECODE_SIZE)
-        except ImageTooLarge as error:
-            raise InputFileError(f"cannot use image {path}: {error}") from None
+    try:
+        check_encoded_size(file.read_bytes(), DEFAULT_MAX_DECODE_SIZE)
+    except ImageTooLarge as error:
+        raise InputFileError(f"cannot use image {path}: {error}") from None
+    except (OSError, ValueError):
+        pass  # unreadable or a damaged header: OpenCV says what is wrong below
     image = cv2.imread(str(file), cv2.IMREAD_UNCHANGED)
     if image is None or image.size == 0:
         raise InputFileError(f"cannot read image {path}: not a valid image file")
