@@ -287,13 +287,17 @@ def test_server_that_ignores_stream_answers_whole(server) -> None:
 
 
 def test_stream_over_the_size_bound_fails_with_a_reason(server) -> None:
+    # The text is bounded (the envelopes are read as they come and dropped; their own wire
+    # bound is EVENT_STREAM_WIRE_FACTOR times wider).
     server.add_replies(StreamReply("x" * 5000, chunk_chars=100))
     backend = OpenAIBackend(base_url=server.base_url, max_retries=0, max_response_bytes=4096)
     backend.load()
     try:
-        output = _one(backend, [])
+        texts: list[str] = []
+        output = _one(backend, texts)
         assert isinstance(output, BackendError)
-        assert "larger than 4096 bytes" in output.reason, output.reason
+        assert "streamed answer is longer than 4096 characters" in output.reason, output.reason
+        assert len("".join(texts)) <= 4096 + 100
     finally:
         backend.unload()
 

@@ -38,6 +38,11 @@ _CANCEL_POLL_S = 0.2
 _WRITE_SLICE = 64 * 1024
 
 
+#: How many times ``max_bytes`` an event stream may send on the wire (each chunk of a token or
+#: two of text comes in an envelope of some 150 bytes).
+EVENT_STREAM_WIRE_FACTOR = 64
+
+
 class ResponseTooLarge(httpx2.TransportError):
     """The response body (on the wire or decompressed) is larger than the limit."""
 
@@ -290,10 +295,15 @@ class BoundedTransport(httpx2.BaseTransport):
         for name in ("content-encoding", "content-length"):
             if encoding not in ("identity", "") and name in headers:
                 del headers[name]
+        # An event stream is read as it comes (only its text is kept, and the backend bounds
+        # that), while every chunk's envelope is many times its text: its wire bound is wider.
+        limit = self.max_bytes
+        if "text/event-stream" in headers.get("content-type", "").lower():
+            limit *= EVENT_STREAM_WIRE_FACTOR
         return httpx2.Response(
             status_code=response.status,
             headers=headers,
-            stream=_BoundedBody(response, encoding, self.max_bytes),
+            stream=_BoundedBody(response, encoding, limit),
             extensions=response.extensions,
         )
 

@@ -332,6 +332,10 @@ class OpenAIBackend(Backend):
                 if text is not None and not isinstance(text, str):
                     return BackendError(f"malformed stream chunk: content is {text!r:.80}")
                 streamed.add(text or "")
+                if streamed.chars > self.max_response_bytes:
+                    return BackendError(
+                        f"streamed answer is longer than {self.max_response_bytes} characters"
+                    )
                 finished = finished or bool(_field(choices[0], "finish_reason"))
         finally:
             stream.close()  # an unfinished stream's connection is closed, not reused
