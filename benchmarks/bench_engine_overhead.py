@@ -22,8 +22,8 @@ import time
 
 import numpy as np
 
-from spatialthinker_ros.backends.base import Backend, BackendOutput
-from spatialthinker_ros.engine import EngineConfig, InferenceEngine, Priority
+from spatialthinker_ros.core.backends.base import Backend, BackendOutput
+from spatialthinker_ros.core.engine import EngineConfig, InferenceEngine, Priority
 
 
 def typical_answer(width: int, height: int) -> str:

@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from spatialthinker_ros.camera import depth_to_metres
-from spatialthinker_ros.images import image_to_numpy, image_to_rgb, numpy_to_image
+from spatialthinker_ros.core.camera import depth_to_metres
+from spatialthinker_ros.core.images import image_to_numpy, image_to_rgb, numpy_to_image
 
 
 def _median_ms(fn: Callable[[], object], repeat: int) -> float:

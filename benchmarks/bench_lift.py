@@ -14,9 +14,9 @@ import time
 
 import numpy as np
 
-from spatialthinker_ros.camera import depth_to_metres
-from spatialthinker_ros.lifting import lift_boxes
-from spatialthinker_ros.synthetic_scene import demo_scene
+from spatialthinker_ros.core.camera import depth_to_metres
+from spatialthinker_ros.core.lifting import lift_boxes
+from spatialthinker_ros.core.synthetic_scene import demo_scene
 
 
 def make_inputs(n_boxes: int = 20) -> tuple[list[tuple[float, ...]], np.ndarray, object]:

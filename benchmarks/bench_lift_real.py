@@ -40,7 +40,7 @@ TRIALS, AMPLITUDE = 60, 2.0
 def load_lift(path: str | None) -> Callable[..., list[Any]]:
     """``lift_boxes`` of the package, or of the module file at ``path``."""
     if path is None:
-        from spatialthinker_ros.lifting import lift_boxes
+        from spatialthinker_ros.core.lifting import lift_boxes
 
         return lift_boxes
     spec = importlib.util.spec_from_file_location("lifting_under_test", path)

@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from spatialthinker_ros.fastdds import set_default_profile
+from spatialthinker_ros.ros.fastdds import set_default_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_DIR = ROOT / "spatialthinker_ros" / "test"
@@ -45,8 +45,8 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 sys.path.insert(0, {test_dir!r})
 from node_harness import camera_info_for
-from spatialthinker_ros.images import numpy_to_image
-from spatialthinker_ros.synthetic_scene import demo_scene
+from spatialthinker_ros.core.images import numpy_to_image
+from spatialthinker_ros.core.synthetic_scene import demo_scene
 rclpy.init()
 node = rclpy.create_node("bench_camera")
 scene = demo_scene()
@@ -72,8 +72,8 @@ import numpy as np
 import rclpy
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
-from spatialthinker_ros.images import image_to_numpy, to_rgb
-from spatialthinker_ros.camera import depth_to_metres
+from spatialthinker_ros.core.images import image_to_numpy, to_rgb
+from spatialthinker_ros.core.camera import depth_to_metres
 rclpy.init()
 node = rclpy.create_node("plain_converter")
 latest = {}
@@ -111,7 +111,7 @@ def main() -> int:
     from node_harness import NodeProcess, Rig, scripted_reply
     from scripted_openai_server import ScriptedOpenAIServer
 
-    from spatialthinker_ros.synthetic_scene import demo_scene
+    from spatialthinker_ros.core.synthetic_scene import demo_scene
 
     scene = demo_scene()
     remaps = {"image": "/bench/image", "depth": "/bench/depth", "camera_info": "/bench/camera_info"}

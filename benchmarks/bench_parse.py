@@ -12,7 +12,7 @@ import json
 import statistics
 import time
 
-from spatialthinker_ros.parsing import parse_output
+from spatialthinker_ros.core.parsing import parse_output
 
 OPTIONS = ["left of the sofa", "right of the sofa", "behind the sofa", "in front of the sofa"]
 NAMES = ["chair", "table", "lamp", "sofa", "plant", "book", "cup", "traffic_light", "person", "tv"]

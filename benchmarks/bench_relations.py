@@ -12,9 +12,9 @@ import argparse
 import statistics
 import time
 
-from spatialthinker_ros.lifting import Lifted3D
-from spatialthinker_ros.parsing import ParsedObject, ParsedRelation, SpatialResult
-from spatialthinker_ros.relation_check import FAMILIES, Verdict, verify_relations
+from spatialthinker_ros.core.lifting import Lifted3D
+from spatialthinker_ros.core.parsing import ParsedObject, ParsedRelation, SpatialResult
+from spatialthinker_ros.core.relation_check import FAMILIES, Verdict, verify_relations
 
 NAMES = ["chair", "table", "lamp", "sofa", "plant", "book", "cup", "traffic_light", "person", "tv"]
 WORDINGS = [*FAMILIES, "is to the left of", "sitting on", "next to", "holding"]

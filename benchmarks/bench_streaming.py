@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from spatialthinker_ros.fastdds import set_default_profile
+from spatialthinker_ros.ros.fastdds import set_default_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "spatialthinker_ros" / "test"))
@@ -40,8 +40,8 @@ from scripted_openai_server import ScriptedOpenAIServer  # noqa: E402
 from streaming_replies import realistic_reply, scene_fraction  # noqa: E402
 
 from spatialthinker_msgs.action import Query as QueryAction  # noqa: E402
-from spatialthinker_ros.answering import AnsweringPipeline, Frames  # noqa: E402
-from spatialthinker_ros.parameters import PARAMETERS  # noqa: E402
+from spatialthinker_ros.answering.parameters import PARAMETERS  # noqa: E402
+from spatialthinker_ros.answering.pipeline import AnsweringPipeline, Frames  # noqa: E402
 
 CHUNK_CHARS = 16
 

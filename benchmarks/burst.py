@@ -33,7 +33,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from spatialthinker_ros.fastdds import set_default_profile
+from spatialthinker_ros.ros.fastdds import set_default_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_DIR = ROOT / "spatialthinker_ros" / "test"
@@ -208,7 +208,7 @@ def main() -> int:
     from node_harness import NodeProcess, Rig, scripted_reply
     from scripted_openai_server import ScriptedOpenAIServer
 
-    from spatialthinker_ros.synthetic_scene import demo_scene
+    from spatialthinker_ros.core.synthetic_scene import demo_scene
 
     scene = demo_scene()
     request_timeout = 30.0

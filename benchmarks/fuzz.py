@@ -65,7 +65,7 @@ def mutate(rng: random.Random, text: str, others: list[str]) -> str:
 
 
 def fuzz_parser(rng: random.Random, count: int) -> tuple[int, list[str]]:
-    from spatialthinker_ros.parsing import parse_output
+    from spatialthinker_ros.core.parsing import parse_output
 
     texts = corpus_texts()
     failures: list[str] = []
@@ -90,8 +90,8 @@ def fuzz_parser(rng: random.Random, count: int) -> tuple[int, list[str]]:
 def fuzz_decoders(rng: random.Random, count: int) -> tuple[int, list[str]]:
     from sensor_msgs.msg import CompressedImage, Image
 
-    from spatialthinker_ros.camera import depth_to_metres
-    from spatialthinker_ros.images import (
+    from spatialthinker_ros.core.camera import depth_to_metres
+    from spatialthinker_ros.core.images import (
         ENCODINGS,
         decode_compressed_depth,
         decode_compressed_image,

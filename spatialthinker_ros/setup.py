@@ -40,8 +40,8 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
-            "spatialthinker_node = spatialthinker_ros.node:main",
-            "spatialthinker = spatialthinker_ros.cli:main",
+            "spatialthinker_node = spatialthinker_ros.ros.node:main",
+            "spatialthinker = spatialthinker_ros.tools.cli:main",
         ],
     },
 )

@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """`make demo`: run spatialthinker_node end to end on the bundled RGB-D sample (or your own).
 
-Starts the node (``python -m spatialthinker_ros.node`` with the package's parameter file and
+Starts the node (``python -m spatialthinker_ros.ros.node`` with the package's parameter file and
 the chosen model), plays the sample (samples/, or the folder ``--sample DIR`` names, laid out
-as :func:`spatialthinker_ros.sample_data.load_sample` says) as a camera would (colour, 16UC1
+as :func:`spatialthinker_ros.tools.sample_data.load_sample` says) as a camera would (colour, 16UC1
 depth and CameraInfo, fresh stamps, sensor-data QoS), asks the sample's question through
 ``~/query`` as a planner would, prints the answer, the chosen option and the scene graph with
 3D positions, and writes ``answer.json`` (the one JSON rendering of the node's answer,
-:mod:`spatialthinker_ros.answer_json`) and ``annotated.png`` to the output folder. The node's
+:mod:`spatialthinker_ros.ros.answer_json`) and ``annotated.png`` to the output folder. The node's
 log (model download progress included) streams through.
 
 Exit status: 0 answered, 2 the model could not be loaded (with how to pass a local directory),
@@ -25,9 +25,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from spatialthinker_ros.backends import BACKEND_NAMES
-from spatialthinker_ros.fastdds import PROFILE_VARIABLES, set_default_profile
-from spatialthinker_ros.node_process import NodeProcess
+from spatialthinker_ros.core.backends import BACKEND_NAMES
+from spatialthinker_ros.ros.fastdds import PROFILE_VARIABLES, set_default_profile
+from spatialthinker_ros.tools.node_process import NodeProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "spatialthinker_ros"
@@ -145,7 +145,7 @@ class Camera:
         from rclpy.qos import qos_profile_sensor_data
         from sensor_msgs.msg import CameraInfo, Image
 
-        from spatialthinker_ros.images import numpy_to_image
+        from spatialthinker_ros.core.images import numpy_to_image
 
         self.node = node
         self.frame_id = "demo_cam_color_optical_frame"
@@ -215,7 +215,7 @@ def print_answer(data: dict[str, Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """The demo; raises DemoError for the expected failures."""
-    from spatialthinker_ros.sample_data import SAMPLE_DIR, load_sample
+    from spatialthinker_ros.tools.sample_data import SAMPLE_DIR, load_sample
 
     sample_dir = Path(args.sample) if args.sample else SAMPLE_DIR
     try:
@@ -248,7 +248,7 @@ def run(args: argparse.Namespace) -> int:
     from rclpy.executors import MultiThreadedExecutor
 
     from spatialthinker_msgs.srv import Query
-    from spatialthinker_ros.answer_json import answer_to_json
+    from spatialthinker_ros.ros.answer_json import answer_to_json
 
     context = rclpy.Context()
     rclpy.init(context=context)
@@ -328,7 +328,7 @@ def run(args: argparse.Namespace) -> int:
         rclpy.try_shutdown(context=context)
         node_process.stop()
 
-    from spatialthinker_ros.tool_files import write_annotated, write_json
+    from spatialthinker_ros.tools.tool_files import write_annotated, write_json
 
     print_answer(data)
     json_path = write_json(output, "answer.json", data)

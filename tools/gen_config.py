@@ -14,7 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "spatialthinker_ros"))
 
-from spatialthinker_ros.parameters import PARAMETERS  # noqa: E402
+from spatialthinker_ros.answering.parameters import PARAMETERS  # noqa: E402
 
 OUT = ROOT / "spatialthinker_ros" / "config" / "spatialthinker.yaml"
 README = ROOT / "README.md"

@@ -18,12 +18,12 @@ sys.path.insert(0, str(ROOT / "spatialthinker_ros" / "test"))
 
 from node_harness import scripted_reply  # noqa: E402
 
-from spatialthinker_ros.annotate import draw_annotations  # noqa: E402
-from spatialthinker_ros.lifting import lift_boxes  # noqa: E402
-from spatialthinker_ros.model_frame import plan_model_frame, scale_boxes  # noqa: E402
-from spatialthinker_ros.parsing import parse_output  # noqa: E402
-from spatialthinker_ros.prompt import build_prompt  # noqa: E402
-from spatialthinker_ros.synthetic_scene import demo_scene  # noqa: E402
+from spatialthinker_ros.core.annotate import draw_annotations  # noqa: E402
+from spatialthinker_ros.core.lifting import lift_boxes  # noqa: E402
+from spatialthinker_ros.core.model_frame import plan_model_frame, scale_boxes  # noqa: E402
+from spatialthinker_ros.core.parsing import parse_output  # noqa: E402
+from spatialthinker_ros.core.prompt import build_prompt  # noqa: E402
+from spatialthinker_ros.core.synthetic_scene import demo_scene  # noqa: E402
 
 QUESTION = "Is the red box in front of or behind the green box?"
 OPTIONS = ["in front", "behind"]

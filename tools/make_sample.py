@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.frames < 1:
         parser.error("--frames must be at least 1")
-    from spatialthinker_ros.sample_data import write_sample
+    from spatialthinker_ros.tools.sample_data import write_sample
 
     for path in write_sample(args.output, frames=args.frames, seed=args.seed):
         print(f"{path} ({path.stat().st_size / 1024:.0f} KiB)")

@@ -30,8 +30,8 @@ from launch.substitutions import EnvironmentVariable, LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
 from launch_ros.parameter_descriptions import ParameterValue
 
-from spatialthinker_ros.backends import BACKEND_NAMES
-from spatialthinker_ros.fastdds import PROFILE_VARIABLES
+from spatialthinker_ros.core.backends import BACKEND_NAMES
+from spatialthinker_ros.ros.fastdds import PROFILE_VARIABLES
 
 PACKAGE = "spatialthinker_ros"
 

@@ -1,20 +1,21 @@
 """Facade over the geometry of the pipeline: model frame, camera intrinsics and 2D-to-3D lifting.
 
-Import from here in node code; the implementation lives in :mod:`spatialthinker_ros.model_frame`,
-:mod:`spatialthinker_ros.camera` and :mod:`spatialthinker_ros.lifting`.
+The public API for 3D (``lift_boxes``, ``CameraIntrinsics`` ...); the implementation lives in
+:mod:`spatialthinker_ros.core.model_frame`, :mod:`spatialthinker_ros.core.camera` and
+:mod:`spatialthinker_ros.core.lifting`.
 """
 
 from __future__ import annotations
 
-from spatialthinker_ros.camera import (
+from spatialthinker_ros.core.camera import (
     DEFAULT_ASPECT_TOLERANCE,
     CameraIntrinsics,
     aspect_mismatch,
     check_camera_info,
     depth_to_metres,
 )
-from spatialthinker_ros.lifting import Lifted3D, LiftParams, lift_boxes
-from spatialthinker_ros.model_frame import (
+from spatialthinker_ros.core.lifting import Lifted3D, LiftParams, lift_boxes
+from spatialthinker_ros.core.model_frame import (
     DEFAULT_MAX_PIXELS,
     DEFAULT_MIN_PIXELS,
     ModelFrame,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from spatialthinker_ros.fastdds import set_default_profile
+from spatialthinker_ros.ros.fastdds import set_default_profile
 
 # ROS traffic stays on this machine and in a domain of this run's own, even
 # when pytest is started without the Makefile. Set before any rclpy import.
@@ -34,7 +34,7 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random-weight Qwen2.5-VL with an offline tokenizer, built once per run."""
-    from spatialthinker_ros.tiny_model import build_tiny_model
+    from spatialthinker_ros.core.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny_model"))
 

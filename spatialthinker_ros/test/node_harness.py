@@ -1,6 +1,6 @@
 """Run spatialthinker_node as a real subprocess and play camera and planner around it.
 
-The node runs exactly as a robot runs it (``python -m spatialthinker_ros.node
+The node runs exactly as a robot runs it (``python -m spatialthinker_ros.ros.node
 --ros-args --params-file ...``); this process publishes the synthetic RGB-D
 scene at a steady rate, calls the node's service and action, and records what
 the node publishes. Traffic stays on loopback in this run's ROS domain
@@ -32,9 +32,9 @@ from visualization_msgs.msg import MarkerArray
 from spatialthinker_msgs.action import Query as QueryAction
 from spatialthinker_msgs.msg import SceneGraph, SpatialAnswer
 from spatialthinker_msgs.srv import Query
-from spatialthinker_ros import node_process
-from spatialthinker_ros.images import numpy_to_image
-from spatialthinker_ros.synthetic_scene import SyntheticScene, demo_scene
+from spatialthinker_ros.core.images import numpy_to_image
+from spatialthinker_ros.core.synthetic_scene import SyntheticScene, demo_scene
+from spatialthinker_ros.tools import node_process
 
 NODE = "/spatialthinker"
 # The scene every end-to-end test shows the node (rendered once per process).

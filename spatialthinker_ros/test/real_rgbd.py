@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import yaml
 
-from spatialthinker_ros.camera import CameraIntrinsics, depth_to_metres
+from spatialthinker_ros.core.camera import CameraIntrinsics, depth_to_metres
 
 REAL_RGBD_DIR = Path(__file__).parent / "data" / "real_rgbd"
 

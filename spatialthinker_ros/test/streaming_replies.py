@@ -13,7 +13,7 @@ from typing import Any
 
 from node_harness import scripted_reply
 
-from spatialthinker_ros.synthetic_scene import SyntheticScene
+from spatialthinker_ros.core.synthetic_scene import SyntheticScene
 
 REASONING_SENTENCE = (
     "The red box covers more of the floor near the bottom of the image and its depth is"

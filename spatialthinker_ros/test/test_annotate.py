@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spatialthinker_ros.annotate import PALETTE, draw_annotations, label_colour
+from spatialthinker_ros.core.annotate import PALETTE, draw_annotations, label_colour
 
 GREY = 90
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import CameraInfo
 
-from spatialthinker_ros.camera import (
+from spatialthinker_ros.core.camera import (
     CameraIntrinsics,
     aspect_mismatch,
     check_camera_info,

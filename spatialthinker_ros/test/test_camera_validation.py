@@ -15,9 +15,9 @@ import pytest
 from node_harness import camera_info_for
 from sensor_msgs.msg import CameraInfo
 
-from spatialthinker_ros.camera import CameraIntrinsics, check_camera_info
-from spatialthinker_ros.lifting import lift_boxes
-from spatialthinker_ros.synthetic_scene import demo_scene
+from spatialthinker_ros.core.camera import CameraIntrinsics, check_camera_info
+from spatialthinker_ros.core.lifting import lift_boxes
+from spatialthinker_ros.core.synthetic_scene import demo_scene
 
 SCENE = demo_scene()
 

@@ -11,9 +11,9 @@ import pytest
 from node_harness import scripted_reply
 from scripted_openai_server import ScriptedOpenAIServer
 
-from spatialthinker_ros import cli
-from spatialthinker_ros.sample_data import SAMPLE_DIR, load_sample
-from spatialthinker_ros.synthetic_scene import demo_scene
+from spatialthinker_ros.core.synthetic_scene import demo_scene
+from spatialthinker_ros.tools import cli
+from spatialthinker_ros.tools.sample_data import SAMPLE_DIR, load_sample
 
 IMAGE = SAMPLE_DIR / "color_000.png"
 DEPTH = SAMPLE_DIR / "depth_000.png"

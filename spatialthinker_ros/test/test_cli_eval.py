@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from scripted_openai_server import ScriptedOpenAIServer
 
-from spatialthinker_ros import cli
-from spatialthinker_ros.sample_data import SAMPLE_DIR
+from spatialthinker_ros.tools import cli
+from spatialthinker_ros.tools.sample_data import SAMPLE_DIR
 
 ANSWER_A = (
     "<observe> x </observe>\n<scene> {} </scene>\n<think> y </think>\n<answer> (A) left </answer>"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from spatialthinker_ros import cli, parse_command
+from spatialthinker_ros.tools import cli, parse_command
 
 
 class _Stdin:
@@ -91,7 +91,7 @@ def test_unexpected_error_is_one_line(
     def boom(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError("disk\nfull")
 
-    monkeypatch.setattr("spatialthinker_ros.parsing.parse_output", boom)
+    monkeypatch.setattr("spatialthinker_ros.core.parsing.parse_output", boom)
     code, _, err = _run(monkeypatch, capsys, ["parse"], b"x")
     assert code == 1
     assert err == "spatialthinker: error: disk full\n"
@@ -128,7 +128,7 @@ def _package_imports(module: str) -> set[str]:
 
 def test_the_argument_helpers_are_a_leaf_and_nothing_imports_the_entry_point() -> None:
     # cli -> ask/replay/evaluate -> cli was a cycle; the helpers they share sit below them all.
-    assert _package_imports("cli_args") <= {"parameters", "backends"}
+    assert _package_imports("cli_args") <= {"answering.parameters", "core.backends"}
     for module in (*TOOL_MODULES, "cli_args", "tool_files", "tool_pipeline"):
         assert "cli" not in _package_imports(module), module
     assert not (PACKAGE / "offline.py").exists()
@@ -140,7 +140,7 @@ def test_module_runs_as_a_program(data_dir: Path) -> None:
         [
             sys.executable,
             "-m",
-            "spatialthinker_ros.cli",
+            "spatialthinker_ros.tools.cli",
             "parse",
             "--options",
             "behind,in front of",

@@ -12,8 +12,8 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 from scripted_openai_server import ScriptedOpenAIServer
 
-from spatialthinker_ros import cli
-from spatialthinker_ros.synthetic_scene import SyntheticScene, demo_scene
+from spatialthinker_ros.core.synthetic_scene import SyntheticScene, demo_scene
+from spatialthinker_ros.tools import cli
 
 TYPESTORE = get_typestore(Stores.ROS2_JAZZY)
 IMAGE_T, INFO_T = "sensor_msgs/msg/Image", "sensor_msgs/msg/CameraInfo"
@@ -223,7 +223,7 @@ def test_replay_does_not_keep_frames_when_depth_stops(tmp_path: Path, monkeypatc
     # (decoded) until the bag ended. Frames must go on without depth as the bag is read.
     from rosbags.rosbag2 import Reader
 
-    from spatialthinker_ros.replay import read_frames
+    from spatialthinker_ros.tools.replay import read_frames
 
     bag = write_bag(tmp_path / "bag", "sqlite3", frames=60, depth_frames=5)
     read = [0]

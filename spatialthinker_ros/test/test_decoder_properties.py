@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from sensor_msgs.msg import CompressedImage, Image
 
-from spatialthinker_ros.camera import depth_to_metres
-from spatialthinker_ros.images import (
+from spatialthinker_ros.core.camera import depth_to_metres
+from spatialthinker_ros.core.images import (
     ENCODINGS,
     _encoding_info,
     decode_compressed_depth,

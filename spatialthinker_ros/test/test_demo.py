@@ -14,8 +14,8 @@ import pytest
 from node_harness import scripted_reply
 from scripted_openai_server import ScriptedOpenAIServer
 
-from spatialthinker_ros.sample_data import SAMPLE_DIR, load_sample
-from spatialthinker_ros.synthetic_scene import demo_scene
+from spatialthinker_ros.core.synthetic_scene import demo_scene
+from spatialthinker_ros.tools.sample_data import SAMPLE_DIR, load_sample
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "tools" / "demo.py"

@@ -13,9 +13,14 @@ import numpy as np
 import pytest
 from scripted_openai_server import ScriptedOpenAIServer, request_image_urls, request_texts
 
-from spatialthinker_ros import model_frame
-from spatialthinker_ros.backends import Backend, BackendError, BackendOutput, GenerationSettings
-from spatialthinker_ros.engine import (
+from spatialthinker_ros.core import model_frame
+from spatialthinker_ros.core.backends import (
+    Backend,
+    BackendError,
+    BackendOutput,
+    GenerationSettings,
+)
+from spatialthinker_ros.core.engine import (
     EngineConfig,
     EngineResult,
     InferenceEngine,
@@ -484,7 +489,7 @@ def test_forced_spatialthinker_answer_through_real_generate(tiny_model_dir: Path
     pytest.importorskip("torch")
     from forced_text import ForcedText
 
-    from spatialthinker_ros.backends import create_backend
+    from spatialthinker_ros.core.backends import create_backend
 
     min_px, max_px = 28 * 28 * 4, 28 * 28 * 16
     backend = create_backend(
@@ -531,7 +536,7 @@ def test_forced_spatialthinker_answer_through_real_generate(tiny_model_dir: Path
 
 
 def test_openai_backend_through_engine() -> None:
-    from spatialthinker_ros.backends import create_backend
+    from spatialthinker_ros.core.backends import create_backend
 
     with ScriptedOpenAIServer() as server:
         server.default_reply = lambda body: answer_for(question_of(request_texts(body)[0]))
@@ -594,7 +599,7 @@ def test_answers_of_a_batch_are_delivered_while_a_batch_mate_stalls() -> None:
     # deadline) the answers the server already gave its batch-mates.
     from scripted_openai_server import RawReply, completion_body
 
-    from spatialthinker_ros.backends import create_backend
+    from spatialthinker_ros.core.backends import create_backend
 
     release = threading.Event()
 

@@ -1,7 +1,7 @@
 """The shipped Fast DDS profile reaches Fast DDS on this distribution, and 640x480 frames cross.
 
 Jazzy's Fast DDS 2.14 reads the profile file only from FASTRTPS_DEFAULT_PROFILES_FILE, Kilted's
-Fast DDS 3 from FASTDDS_DEFAULT_PROFILES_FILE; spatialthinker_ros.fastdds names it for both.
+Fast DDS 3 from FASTDDS_DEFAULT_PROFILES_FILE; spatialthinker_ros.ros.fastdds names it for both.
 Without the profile, frames larger than Fast DDS's 0.5 MB shared-memory segment go over UDP
 fragments and best-effort QoS loses most of them. These tests run on whichever distribution the
 venv has (`make test`, `make test ROS_DISTRO=kilted`).
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from spatialthinker_ros.fastdds import PROFILE_VARIABLES, set_default_profile
+from spatialthinker_ros.ros.fastdds import PROFILE_VARIABLES, set_default_profile
 
 TEST_DIR = Path(__file__).resolve().parent
 PEER = TEST_DIR / "image_peer.py"

@@ -6,7 +6,7 @@ import pytest
 from rclpy.serialization import serialize_message
 from sensor_msgs.msg import CompressedImage, Image
 
-from spatialthinker_ros.frame_buffer import (
+from spatialthinker_ros.core.frame_buffer import (
     FrameBuffer,
     NoFrameError,
     StampedItem,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import CompressedImage, Image
 
-from spatialthinker_ros.images import (
+from spatialthinker_ros.core.images import (
     ENCODINGS,
     decode_compressed_depth,
     decode_compressed_image,
@@ -283,7 +283,7 @@ def png_bomb(width: int, height: int) -> bytes:
 
 @pytest.mark.parametrize("fmt", ["png", "jpeg", "progressive"])
 def test_encoded_size_is_read_from_the_header(fmt: str) -> None:
-    from spatialthinker_ros.images import check_encoded_size
+    from spatialthinker_ros.core.images import check_encoded_size
 
     image = np.zeros((37, 53, 3), dtype=np.uint8)
     if fmt == "png":
@@ -315,7 +315,7 @@ def test_decompression_bomb_is_refused_before_decoding() -> None:
 
 
 def test_compressed_depth_bomb_is_refused_before_decoding() -> None:
-    from spatialthinker_ros.images import decode_compressed_depth
+    from spatialthinker_ros.core.images import decode_compressed_depth
 
     msg = CompressedImage(format="16UC1; compressedDepth png", data=png_bomb(100, 80))
     with pytest.raises(ValueError, match="claims 100x80 pixels"):
@@ -323,7 +323,7 @@ def test_compressed_depth_bomb_is_refused_before_decoding() -> None:
 
 
 def test_depth_message_to_metres_reads_every_transport_in_the_scale_given() -> None:
-    from spatialthinker_ros.images import depth_message_to_metres
+    from spatialthinker_ros.core.images import depth_message_to_metres
 
     units = np.array([[0, 5000], [10000, 2500]], np.uint16)  # TUM: 1/5000 m
     raw = numpy_to_image(units, "16UC1")

@@ -83,7 +83,7 @@ def _value(expr: ast.expr, tree: ast.Module) -> Any:
 def _registry_value(expr: ast.expr) -> Any:
     """A literal, or an expression over the backend registry's names (the launch file's
     backend choices come from it)."""
-    from spatialthinker_ros.backends import BACKEND_NAMES
+    from spatialthinker_ros.core.backends import BACKEND_NAMES
 
     code = compile(ast.Expression(expr), "<launch argument>", "eval")
     return eval(code, {"__builtins__": {}}, {"BACKEND_NAMES": BACKEND_NAMES, "list": list})
@@ -392,7 +392,7 @@ def test_rviz_config_matches_the_node_outputs(node_call) -> None:
     assert markers["Topic"]["Value"] == f"/{node_name}/markers"
     assert displays["rviz_default_plugins/Image"]["Topic"]["Value"] == f"/{node_name}/debug_image"
     # The marker namespace shown must be the one markers.py uses by default.
-    from spatialthinker_ros.markers import scene_graph_markers
+    from spatialthinker_ros.ros.markers import scene_graph_markers
 
     assert "spatialthinker" in markers["Namespaces"]
     assert scene_graph_markers.__kwdefaults__["namespace"] == "spatialthinker"
@@ -401,7 +401,7 @@ def test_rviz_config_matches_the_node_outputs(node_call) -> None:
 
 
 def test_node_publishes_the_topics_rviz_shows() -> None:
-    node_file = PACKAGE_DIR / "spatialthinker_ros" / "node.py"
+    node_file = PACKAGE_DIR / "spatialthinker_ros" / "ros" / "node.py"
     tree = ast.parse(node_file.read_text(), filename=str(node_file))
     published = {
         call.args[1].value

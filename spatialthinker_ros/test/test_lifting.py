@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spatialthinker_ros.camera import CameraIntrinsics
+from spatialthinker_ros.core.camera import CameraIntrinsics
+from spatialthinker_ros.core.lifting import Lifted3D
 from spatialthinker_ros.geometry import LiftParams, lift_boxes
-from spatialthinker_ros.lifting import Lifted3D
 
 CAM = CameraIntrinsics(fx=500.0, fy=500.0, cx=159.5, cy=119.5, width=320, height=240)
 

@@ -8,9 +8,9 @@ import pytest
 from real_rgbd import jittered_boxes, load_real_frames
 from sensor_msgs.msg import CameraInfo
 
-from spatialthinker_ros.camera import CameraIntrinsics, depth_range_warning, depth_to_metres
-from spatialthinker_ros.lifting import depth_prior, lift_boxes
-from spatialthinker_ros.synthetic_scene import ObjectSpec, render_scene
+from spatialthinker_ros.core.camera import CameraIntrinsics, depth_range_warning, depth_to_metres
+from spatialthinker_ros.core.lifting import depth_prior, lift_boxes
+from spatialthinker_ros.core.synthetic_scene import ObjectSpec, render_scene
 
 FRAMES = {f.name: f for f in load_real_frames()}
 TUM = FRAMES["tum_fr3_office/1"]

@@ -11,8 +11,8 @@ from std_msgs.msg import Header
 from visualization_msgs.msg import Marker
 
 from spatialthinker_msgs.msg import SceneGraph, SceneObject, SceneRelation
-from spatialthinker_ros.annotate import label_colour
-from spatialthinker_ros.markers import (
+from spatialthinker_ros.core.annotate import label_colour
+from spatialthinker_ros.ros.markers import (
     EVIDENCE_LINES,
     MAX_TEXT_CHARS,
     VERDICT_COLOURS,

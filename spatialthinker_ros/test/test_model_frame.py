@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 
-from spatialthinker_ros.model_frame import (
+from spatialthinker_ros.core.model_frame import (
     CHECKPOINT_MAX_PIXELS,
     CHECKPOINT_MIN_PIXELS,
     DEFAULT_MAX_PIXELS,

@@ -263,9 +263,9 @@ def test_out_of_memory_on_a_batch_fails_its_requests_then_the_engine_recovers(
     tiny_model_dir: Path, monkeypatch
 ) -> None:
     torch = pytest.importorskip("torch")
-    from spatialthinker_ros.backends import create_backend
-    from spatialthinker_ros.backends.base import GenerationSettings
-    from spatialthinker_ros.engine import EngineConfig, InferenceEngine, RequestFailed
+    from spatialthinker_ros.core.backends import create_backend
+    from spatialthinker_ros.core.backends.base import GenerationSettings
+    from spatialthinker_ros.core.engine import EngineConfig, InferenceEngine, RequestFailed
 
     pixels = (28 * 28 * 4, 28 * 28 * 16)  # keeps the tiny vision tower cheap on a CPU
     backend = create_backend(

@@ -42,7 +42,7 @@ from test_images import png_bomb
 
 from spatialthinker_msgs.action import Query as QueryAction
 from spatialthinker_msgs.srv import Query
-from spatialthinker_ros.images import numpy_to_image
+from spatialthinker_ros.core.images import numpy_to_image
 
 SCENE = DEMO_SCENE
 GOOD_QUESTION = "Is the red box in front of or behind the green box?"
@@ -214,7 +214,7 @@ def test_ask_refuses_a_png_bomb_from_its_header(tmp_path: Path, capsys) -> None:
     # The same bomb through `spatialthinker ask`, which answers through the node's pipeline.
     import resource
 
-    from spatialthinker_ros import cli
+    from spatialthinker_ros.tools import cli
 
     image = tmp_path / "bomb.png"
     image.write_bytes(png_bomb(12000, 12000))

@@ -342,7 +342,7 @@ def test_a_failing_activation_leaves_the_node_inactive_and_retries_leak_no_engin
     # In-process: nothing a client can send makes a transition fail any more, so the failure
     # is injected. The lifecycle must then say what the node is, and no engine (its worker
     # threads; with transformers, a loaded model) may outlive a failed transition.
-    from spatialthinker_ros.node import SpatialThinkerNode
+    from spatialthinker_ros.ros.node import SpatialThinkerNode
 
     context = rclpy.Context()
     rclpy.init(context=context)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from node_harness import DEMO_SCENE, SCRIPTED_OBJECTS, NodeProcess, Rig, running_node
 
-from spatialthinker_ros.images import encode_compressed_depth, encode_compressed_image
+from spatialthinker_ros.core.images import encode_compressed_depth, encode_compressed_image
 
 SCENE = DEMO_SCENE
 

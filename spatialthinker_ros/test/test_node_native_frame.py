@@ -11,7 +11,7 @@ import pytest
 from diagnostic_msgs.msg import DiagnosticStatus
 from node_harness import running_node
 
-from spatialthinker_ros.model_frame import native_frame_warning
+from spatialthinker_ros.core.model_frame import native_frame_warning
 
 MAX_PIXELS = 128 * 28 * 28
 

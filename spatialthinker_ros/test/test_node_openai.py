@@ -20,8 +20,8 @@ from std_msgs.msg import String
 from visualization_msgs.msg import Marker
 
 from spatialthinker_msgs.action import Query as QueryAction
-from spatialthinker_ros.images import numpy_to_image
-from spatialthinker_ros.synthetic_scene import demo_scene
+from spatialthinker_ros.core.images import numpy_to_image
+from spatialthinker_ros.core.synthetic_scene import demo_scene
 
 SCENE = DEMO_SCENE
 

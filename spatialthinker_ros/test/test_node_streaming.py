@@ -18,7 +18,7 @@ from scripted_openai_server import ScriptedOpenAIServer, StreamReply
 from streaming_replies import realistic_reply
 
 from spatialthinker_msgs.action import Query as QueryAction
-from spatialthinker_ros.stream_reader import STAGES
+from spatialthinker_ros.core.stream_reader import STAGES
 
 REPLY = realistic_reply(DEMO_SCENE)
 

@@ -6,7 +6,7 @@ answering with the frame's hand-drawn boxes, ids and relations from its ``scene.
 ways: as files (``spatialthinker ask``), as a rosbag2 recording (``spatialthinker replay``), over
 DDS to the running node (``~/query``), and through ``tools/demo.py --sample DIR`` (which starts a
 node of its own). Every way renders its answer with the one renderer
-(:func:`spatialthinker_ros.answer_json.answer_to_json`), so the answer, the choice, every
+(:func:`spatialthinker_ros.ros.answer_json.answer_to_json`), so the answer, the choice, every
 object's 3D and the relations' verdicts must be equal exactly, not within a tolerance: the
 colour, the depth values and the intrinsics are the same numbers whichever way they travel.
 Two cheaper cases hold ``ask``'s files to the rules of the messages ``replay`` reads: a
@@ -31,9 +31,9 @@ from scripted_openai_server import ScriptedOpenAIServer
 from test_cli_replay import IMAGE_T, INFO_T, TYPESTORE, _camera_info, _image
 from test_demo import _demo
 
-from spatialthinker_ros import cli
-from spatialthinker_ros.synthetic_scene import SyntheticScene
-from spatialthinker_ros.tool_files import load_rgb
+from spatialthinker_ros.core.synthetic_scene import SyntheticScene
+from spatialthinker_ros.tools import cli
+from spatialthinker_ros.tools.tool_files import load_rgb
 
 FOLDER = REAL_RGBD_DIR / "tum_fr3_office"
 SCENE = json.loads((FOLDER / "scene.json").read_text(encoding="utf-8"))
@@ -144,7 +144,7 @@ def _scene(rgb: np.ndarray) -> SyntheticScene:
 
 
 def _node(server: ScriptedOpenAIServer, rgb: np.ndarray) -> dict:
-    from spatialthinker_ros.answer_json import answer_to_json
+    from spatialthinker_ros.ros.answer_json import answer_to_json
 
     rig = Rig(_scene(rgb))
     try:

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from scripted_openai_server import ScriptedOpenAIServer, request_image_urls, request_texts
 
-from spatialthinker_ros.backends import BackendError, BackendOutput, GenerationSettings
-from spatialthinker_ros.backends import create_backend as make_backend
-from spatialthinker_ros.backends.openai_backend import OpenAIBackend
+from spatialthinker_ros.core.backends import BackendError, BackendOutput, GenerationSettings
+from spatialthinker_ros.core.backends import create_backend as make_backend
+from spatialthinker_ros.core.backends.openai_backend import OpenAIBackend
 
 SETTINGS = GenerationSettings(max_new_tokens=64)
 

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 from scripted_openai_server import RawReply, ScriptedOpenAIServer, completion_body
 
-from spatialthinker_ros.backends import BackendError, BackendOutput, GenerationSettings
-from spatialthinker_ros.backends.openai_backend import OpenAIBackend
+from spatialthinker_ros.core.backends import BackendError, BackendOutput, GenerationSettings
+from spatialthinker_ros.core.backends.openai_backend import OpenAIBackend
 
 SETTINGS = GenerationSettings(max_new_tokens=64)
 # Bound on any one call in these tests: a request that is not ended by the backend's own

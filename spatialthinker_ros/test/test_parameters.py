@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from spatialthinker_ros.parameters import (
+from spatialthinker_ros.answering.parameters import (
     PARAMETERS,
     PARAMETERS_BY_NAME,
     split_options,

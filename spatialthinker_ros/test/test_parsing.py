@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from spatialthinker_ros.parsing import (
+from spatialthinker_ros.core.parsing import (
     MAX_FIELD_CHARS,
     MAX_OBJECTS,
     MAX_RELATIONS,

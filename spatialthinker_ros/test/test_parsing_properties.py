@@ -8,7 +8,7 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spatialthinker_ros.parsing import MAX_OBJECTS, MAX_RELATIONS, SpatialResult, parse_output
+from spatialthinker_ros.core.parsing import MAX_OBJECTS, MAX_RELATIONS, SpatialResult, parse_output
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from spatialthinker_ros.parsing import parse_output
-from spatialthinker_ros.prompt import INSTRUCTION, build_prompt, format_options
+from spatialthinker_ros.core.parsing import parse_output
+from spatialthinker_ros.core.prompt import INSTRUCTION, build_prompt, format_options
 
 # The model card's inference template (OX-PIXL/SpatialThinker-7B, "Usage"), character for
 # character: the instruction, a blank line, the size line. The card then sends

@@ -9,13 +9,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
-NODE_SOURCES = sorted((ROOT / "spatialthinker_ros" / "spatialthinker_ros").glob("node*.py"))
+NODE_SOURCES = sorted((ROOT / "spatialthinker_ros" / "spatialthinker_ros" / "ros").glob("node*.py"))
 
 
 def _interface_names_in_code() -> set[str]:
     """Topic, service and action names the node creates: string literals in the create calls
     of the node's modules, and the input topics of every transport (node_inputs' tables)."""
-    from spatialthinker_ros.node_inputs import DEPTH_TOPICS, IMAGE_TOPICS
+    from spatialthinker_ros.ros.node_inputs import DEPTH_TOPICS, IMAGE_TOPICS
 
     names: set[str] = set()
     creators = {"create_publisher", "create_subscription", "create_service", "ActionServer"}

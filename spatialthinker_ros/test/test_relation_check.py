@@ -8,9 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from spatialthinker_ros.lifting import Lifted3D, lift_boxes
-from spatialthinker_ros.parsing import ParsedObject, ParsedRelation, SpatialResult
-from spatialthinker_ros.relation_check import (
+from spatialthinker_ros.core.lifting import Lifted3D, lift_boxes
+from spatialthinker_ros.core.parsing import ParsedObject, ParsedRelation, SpatialResult
+from spatialthinker_ros.core.relation_check import (
     FAMILIES,
     ContradictionCounter,
     Verdict,
@@ -19,7 +19,7 @@ from spatialthinker_ros.relation_check import (
     normalise_predicate,
     verify_relations,
 )
-from spatialthinker_ros.synthetic_scene import ObjectSpec, demo_scene, render_scene
+from spatialthinker_ros.core.synthetic_scene import ObjectSpec, demo_scene, render_scene
 
 C, X, U = Verdict.CONSISTENT, Verdict.CONTRADICTED, Verdict.UNKNOWN
 

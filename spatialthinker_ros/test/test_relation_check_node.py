@@ -17,7 +17,7 @@ from node_harness import DEMO_SCENE, SCRIPTED_OBJECTS, running_node, scripted_re
 from visualization_msgs.msg import Marker
 
 from spatialthinker_msgs.msg import SceneRelation
-from spatialthinker_ros.markers import VERDICT_COLOURS
+from spatialthinker_ros.ros.markers import VERDICT_COLOURS
 
 C = SceneRelation.VERDICT_CONSISTENT
 X = SceneRelation.VERDICT_CONTRADICTED

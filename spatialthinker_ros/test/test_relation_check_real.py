@@ -15,9 +15,14 @@ import json
 import pytest
 from real_rgbd import REAL_RGBD_DIR, load_real_frames
 
-from spatialthinker_ros.lifting import lift_boxes
-from spatialthinker_ros.parsing import ParsedObject, ParsedRelation, SpatialResult, label_from_id
-from spatialthinker_ros.relation_check import Verdict, check_relation, verify_relations
+from spatialthinker_ros.core.lifting import lift_boxes
+from spatialthinker_ros.core.parsing import (
+    ParsedObject,
+    ParsedRelation,
+    SpatialResult,
+    label_from_id,
+)
+from spatialthinker_ros.core.relation_check import Verdict, check_relation, verify_relations
 
 C, X, U = Verdict.CONSISTENT, Verdict.CONTRADICTED, Verdict.UNKNOWN
 

@@ -28,14 +28,14 @@ from rcl_interfaces.srv import GetParameters, ListParameters
 from scripted_openai_server import RawReply, completion_body
 from std_msgs.msg import Header
 
-from spatialthinker_ros.answering import SceneAnswer
-from spatialthinker_ros.engine import EngineResult
-from spatialthinker_ros.lifting import Lifted3D
-from spatialthinker_ros.parameters import PARAMETERS
-from spatialthinker_ros.parsing import parse_output
-from spatialthinker_ros.relation_check import verify_relations
-from spatialthinker_ros.ros_conversions import answer_message
-from spatialthinker_ros.tool_files import output_path
+from spatialthinker_ros.answering.parameters import PARAMETERS
+from spatialthinker_ros.answering.pipeline import SceneAnswer
+from spatialthinker_ros.core.engine import EngineResult
+from spatialthinker_ros.core.lifting import Lifted3D
+from spatialthinker_ros.core.parsing import parse_output
+from spatialthinker_ros.core.relation_check import verify_relations
+from spatialthinker_ros.ros.ros_conversions import answer_message
+from spatialthinker_ros.tools.tool_files import output_path
 
 KEY_ENV = "SPATIALTHINKER_SECURITY_TEST_KEY"
 KEY = "sk-sec-0b5e1a7d93c24f6e-do-not-leak"
@@ -156,22 +156,22 @@ def test_a_key_echoed_in_a_reply_without_choices_leaks_nowhere(node, rig, server
 
 # Modules that handle model output, server replies or topic data.
 DATA_MODULES = [
-    "parsing.py",
-    "engine.py",
-    "ros_conversions.py",
-    "node.py",
-    "prompt.py",
-    "lifting.py",
-    "images.py",
-    "backends/openai_backend.py",
-    "backends/transformers_backend.py",
-    "answer_json.py",
-    "answering.py",
-    "ask.py",
-    "tool_files.py",
-    "tool_pipeline.py",
-    "replay.py",
-    "evaluate.py",
+    "core/parsing.py",
+    "core/engine.py",
+    "ros/ros_conversions.py",
+    "ros/node.py",
+    "core/prompt.py",
+    "core/lifting.py",
+    "core/images.py",
+    "core/backends/openai_backend.py",
+    "core/backends/transformers_backend.py",
+    "ros/answer_json.py",
+    "answering/pipeline.py",
+    "tools/ask.py",
+    "tools/tool_files.py",
+    "tools/tool_pipeline.py",
+    "tools/replay.py",
+    "tools/evaluate.py",
 ]
 # Built-ins called by bare name (a torch model's ``.eval()`` method is harmless).
 FORBIDDEN_BUILTINS = {"eval", "exec", "compile", "__import__"}

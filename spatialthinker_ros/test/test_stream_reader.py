@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from spatialthinker_ros.parsing import parse_output
-from spatialthinker_ros.stream_reader import STAGES, StreamReader
+from spatialthinker_ros.core.parsing import parse_output
+from spatialthinker_ros.core.stream_reader import STAGES, StreamReader
 
 CORPUS = Path(__file__).parent / "data" / "outputs"
 CASES = json.loads((CORPUS / "cases.json").read_text())

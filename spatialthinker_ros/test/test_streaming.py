@@ -22,12 +22,12 @@ from node_harness import DEMO_SCENE, SCRIPTED_OBJECTS
 from scripted_openai_server import ScriptedOpenAIServer, StreamReply
 from streaming_replies import realistic_reply, scene_fraction
 
-from spatialthinker_ros.answering import AnsweringPipeline, Frames, Progress, SceneAnswer
-from spatialthinker_ros.backends import BackendError, BackendOutput, GenerationSettings
-from spatialthinker_ros.backends.openai_backend import OpenAIBackend
-from spatialthinker_ros.engine import RequestFailed
-from spatialthinker_ros.parameters import PARAMETERS
-from spatialthinker_ros.stream_reader import STAGES
+from spatialthinker_ros.answering.parameters import PARAMETERS
+from spatialthinker_ros.answering.pipeline import AnsweringPipeline, Frames, Progress, SceneAnswer
+from spatialthinker_ros.core.backends import BackendError, BackendOutput, GenerationSettings
+from spatialthinker_ros.core.backends.openai_backend import OpenAIBackend
+from spatialthinker_ros.core.engine import RequestFailed
+from spatialthinker_ros.core.stream_reader import STAGES
 
 SCENE = DEMO_SCENE
 REPLY = realistic_reply(SCENE)
@@ -376,7 +376,7 @@ class _StreamingBackend:
     after chunk ``i`` was passed on."""
 
     def __new__(cls, chunks: list[str], after: Any = None):
-        from spatialthinker_ros.backends.base import Backend
+        from spatialthinker_ros.core.backends.base import Backend
 
         class Streaming(Backend):
             name = "streaming-test"
@@ -402,7 +402,7 @@ class _StreamingBackend:
 
 
 def test_a_slow_text_callback_never_holds_up_the_engine() -> None:
-    from spatialthinker_ros.engine import EngineConfig, InferenceEngine
+    from spatialthinker_ros.core.engine import EngineConfig, InferenceEngine
 
     chunks = ["<observe> a </observe>", "<scene>", "{}", "</scene>", "<answer> (A) </answer>"]
     in_callback, release = threading.Event(), threading.Event()
@@ -435,7 +435,7 @@ def test_a_slow_text_callback_never_holds_up_the_engine() -> None:
 
 
 def test_text_that_comes_while_a_callback_runs_is_delivered_in_one_piece() -> None:
-    from spatialthinker_ros.engine import EngineConfig, InferenceEngine
+    from spatialthinker_ros.core.engine import EngineConfig, InferenceEngine
 
     chunks = [f"<think> step {i} </think>" for i in range(6)]
     in_first_call, rest_written, second_call = (threading.Event() for _ in range(3))
@@ -474,7 +474,7 @@ def test_tiny_model_streams_each_row_of_a_batch(tiny_model_dir: Path) -> None:
     pytest.importorskip("torch")
     from forced_text import ForcedText
 
-    from spatialthinker_ros.backends import create_backend
+    from spatialthinker_ros.core.backends import create_backend
 
     backend = create_backend(
         "transformers", model=tiny_model_dir, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS

@@ -18,10 +18,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spatialthinker_ros.camera import depth_to_metres
-from spatialthinker_ros.images import image_to_numpy, numpy_to_image
-from spatialthinker_ros.lifting import lift_boxes
-from spatialthinker_ros.synthetic_scene import (
+from spatialthinker_ros.core.camera import depth_to_metres
+from spatialthinker_ros.core.images import image_to_numpy, numpy_to_image
+from spatialthinker_ros.core.lifting import lift_boxes
+from spatialthinker_ros.core.synthetic_scene import (
     DEMO_INTRINSICS,
     ObjectSpec,
     SyntheticObject,

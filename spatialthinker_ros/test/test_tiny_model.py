@@ -15,7 +15,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from spatialthinker_ros.tiny_model import SPECIAL_TOKENS, build_tiny_model  # noqa: E402
+from spatialthinker_ros.core.tiny_model import SPECIAL_TOKENS, build_tiny_model  # noqa: E402
 
 
 def _digest(directory: Path) -> str:
@@ -83,7 +83,7 @@ def test_build_is_deterministic(tmp_path: Path) -> None:
 def test_command_line_writes_loadable_directory(tmp_path: Path) -> None:
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     proc = subprocess.run(
-        [sys.executable, "-m", "spatialthinker_ros.tiny_model", str(tmp_path / "m")],
+        [sys.executable, "-m", "spatialthinker_ros.core.tiny_model", str(tmp_path / "m")],
         capture_output=True,
         text=True,
         env=env,

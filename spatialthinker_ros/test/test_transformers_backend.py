@@ -12,13 +12,13 @@ torch = pytest.importorskip("torch")
 
 from forced_text import ForcedText  # noqa: E402
 
-from spatialthinker_ros.backends import (  # noqa: E402
+from spatialthinker_ros.core.backends import (  # noqa: E402
     BackendError,
     BackendOutput,
     GenerationSettings,
     create_backend,
 )
-from spatialthinker_ros.backends.transformers_backend import TransformersBackend  # noqa: E402
+from spatialthinker_ros.core.backends.transformers_backend import TransformersBackend  # noqa: E402
 
 # Small pixel bounds keep the vision tower cheap on a 2-core CPU.
 MIN_PIXELS, MAX_PIXELS = 28 * 28 * 4, 28 * 28 * 16

@@ -1,0 +1,3 @@
+"""The ROS 2 glue: the node, message conversions, the JSON rendering of answers, RViz markers,
+diagnostics, the Fast DDS profile.
+"""
