@@ -274,6 +274,7 @@ class Rig:
         self.info_override: CameraInfo | None = None
         self.stamp_offset = 0.0
         self.camera_on = True
+        self.published = 0
         self._depth_msg = numpy_to_image(self.scene.depth_mm, "16UC1")
         self._colour_msg = numpy_to_image(self.scene.rgb, "rgb8")
         self._info = camera_info_for(self.scene, self.frame_id)
@@ -307,6 +308,7 @@ class Rig:
             self._depth_pub.publish(stamped(depth))
         if self.send_info:
             self._info_pub.publish(stamped(self.info_override or self._info))
+        self.published += 1  # frames sent with the current setting (see settle)
 
     # ----------------------------------------------------------------- planner
 
@@ -384,8 +386,15 @@ class Rig:
         raise AssertionError("expected message never arrived")
 
     def settle(self, seconds: float = 0.5) -> None:
-        """Let a few frames of the current camera setting reach the node."""
+        """Let a few frames of the current camera setting reach the node: ``seconds``, and at
+        least three publications of the camera (a loaded machine can hold back the rig's own
+        timer, and then a bare sleep ends before anything new was sent)."""
+        start = self.published
+        deadline = time.monotonic() + 10.0
         time.sleep(seconds)
+        while self.camera_on and self.published < start + 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.05)  # the last one's way over loopback
 
     def reset_camera(self) -> None:
         """Back to a healthy camera: the scene's frames, depth and camera_info, stamped now."""
