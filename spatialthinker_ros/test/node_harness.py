@@ -217,11 +217,14 @@ def still_serving(rig: Rig, node: NodeProcess, wait: float = 30.0) -> None:
     # (a loaded machine delays delivery): good frames must be answered within a few seconds.
     deadline = time.monotonic() + 10.0
     response = rig.query(wait=wait)
-    while not response.success and time.monotonic() < deadline:
+    while not (response.success and response.answer.scene_graph.objects[0].has_3d):
+        if time.monotonic() > deadline:
+            break
         rig.settle()
         response = rig.query(wait=wait)
     assert response.success, f"node stopped serving: {response.message}"
-    assert response.answer.scene_graph.objects[0].has_3d
+    obj = response.answer.scene_graph.objects[0]
+    assert obj.has_3d, obj.no_3d_reason
 
 
 class Rig:
