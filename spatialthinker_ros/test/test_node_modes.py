@@ -3,6 +3,9 @@ continuous mode, compressed input. Each test starts its own node subprocess."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from node_harness import DEMO_SCENE, SCRIPTED_OBJECTS, NodeProcess, Rig, running_node
 
 from spatialthinker_ros.core.images import encode_compressed_depth, encode_compressed_image
@@ -89,73 +92,65 @@ def test_continuous_mode_publishes_answers_at_its_rate(rig, server) -> None:
         assert len(server.completion_requests) - before >= 4
 
 
-def test_compressed_colour_input(rig, server) -> None:
-    jpeg = encode_compressed_image(SCENE.rgb, "jpeg")
-    publisher = rig.node.create_publisher(
-        type(jpeg), "/test_cam/image/compressed", rig._image_pub.qos_profile
-    )
-    timer = rig.node.create_timer(0.1, lambda: _publish_stamped(rig, publisher, jpeg))
+@contextlib.contextmanager
+def _compressed_node(
+    rig: Rig, server, msg, topic: str, qos, params: dict, remaps: dict
+) -> Iterator[None]:
+    """A node reading one input compressed: ``msg`` published on ``topic`` at 10 Hz beside
+    the rig's own frames (stamped apart from them, so the node allows a wider sync_slop)."""
+    publisher = rig.node.create_publisher(type(msg), topic, qos)
+    timer = rig.node.create_timer(0.1, lambda: _publish_stamped(rig, publisher, msg))
     try:
+        node_params = {"backend": "openai", "model": "m", "openai.base_url": server.base_url}
         with running_node(
             rig,
-            {
-                "backend": "openai",
-                "model": "m",
-                "openai.base_url": server.base_url,
-                "image_transport": "compressed",
-                # The compressed frames are stamped apart from the rig's depth frames.
-                "sync_slop": 0.2,
-            },
-            remaps={
-                "image/compressed": "/test_cam/image/compressed",
-                "depth": "/test_cam/depth",
-                "camera_info": "/test_cam/camera_info",
-            },
+            {**node_params, **params, "sync_slop": 0.2},
+            remaps={**remaps, "camera_info": "/test_cam/camera_info"},
             timeout=120,
         ):
             rig.settle()
-            response = rig.query()
-            assert response.success, response.message
-            assert response.answer.scene_graph.objects[0].has_3d
+            yield
     finally:
         rig.node.destroy_timer(timer)
+
+
+def test_compressed_colour_input(rig, server) -> None:
+    jpeg = encode_compressed_image(SCENE.rgb, "jpeg")
+    with _compressed_node(
+        rig,
+        server,
+        jpeg,
+        "/test_cam/image/compressed",
+        rig._image_pub.qos_profile,
+        {"image_transport": "compressed"},
+        {"image/compressed": "/test_cam/image/compressed", "depth": "/test_cam/depth"},
+    ):
+        response = rig.query()
+        assert response.success, response.message
+        assert response.answer.scene_graph.objects[0].has_3d
 
 
 def test_compressed_depth_input(rig, server) -> None:
     """depth_transport compressedDepth: 16UC1 depth sent through image_transport's
     compressed_depth plugin (PNG) lifts the objects as raw depth does."""
     packed = encode_compressed_depth(SCENE.depth_mm, "16UC1")
-    publisher = rig.node.create_publisher(
-        type(packed), "/test_cam/depth/compressedDepth", rig._depth_pub.qos_profile
-    )
-    timer = rig.node.create_timer(0.1, lambda: _publish_stamped(rig, publisher, packed))
-    try:
-        with running_node(
-            rig,
-            {
-                "backend": "openai",
-                "model": "m",
-                "openai.base_url": server.base_url,
-                "depth_transport": "compressedDepth",
-                "sync_slop": 0.2,  # stamped apart from the rig's colour frames
-            },
-            remaps={
-                "image": "/test_cam/image",
-                "depth/compressedDepth": "/test_cam/depth/compressedDepth",
-                "camera_info": "/test_cam/camera_info",
-            },
-            timeout=120,
-        ):
-            rig.settle()
-            response = rig.query()
-            assert response.success, response.message
-            for obj in response.answer.scene_graph.objects:
-                truth = SCENE.objects[SCRIPTED_OBJECTS[obj.id]]
-                assert obj.has_3d, obj.no_3d_reason
-                assert abs(obj.center.x - truth.center[0]) < 0.03
-                assert abs(obj.surface.z - (truth.center[2] - truth.size[2] / 2)) < 0.03
-    finally:
-        rig.node.destroy_timer(timer)
+    topic = "/test_cam/depth/compressedDepth"
+    with _compressed_node(
+        rig,
+        server,
+        packed,
+        topic,
+        rig._depth_pub.qos_profile,
+        {"depth_transport": "compressedDepth"},
+        {"image": "/test_cam/image", "depth/compressedDepth": topic},
+    ):
+        response = rig.query()
+        assert response.success, response.message
+        for obj in response.answer.scene_graph.objects:
+            truth = SCENE.objects[SCRIPTED_OBJECTS[obj.id]]
+            assert obj.has_3d, obj.no_3d_reason
+            assert abs(obj.center.x - truth.center[0]) < 0.03
+            assert abs(obj.surface.z - (truth.center[2] - truth.size[2] / 2)) < 0.03
 
 
 def _publish_stamped(rig: Rig, publisher, msg) -> None:

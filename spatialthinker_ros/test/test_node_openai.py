@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 from lifecycle_msgs.msg import Transition
-from node_harness import DEMO_SCENE, SCRIPTED_OBJECTS, Rig, running_node
+from node_harness import DEMO_SCENE, SCRIPTED_OBJECTS, Rig, openai_params, running_node
 from scripted_openai_server import request_texts
 from std_msgs.msg import String
 from visualization_msgs.msg import Marker
@@ -30,19 +30,15 @@ SCENE = DEMO_SCENE
 def node(server, rig):
     with running_node(
         rig,
-        {
-            "backend": "openai",
-            "model": "spatialthinker-test",
-            "openai.base_url": server.base_url,
-            "openai.max_in_flight": 1,
-            "openai.max_retries": 0,
-            "max_queue_size": 2,
-            "max_batch_size": 1,
-            "request_timeout": 20.0,
-            # Generous: a loaded 2-core CI machine can stall the test camera for a moment.
-            "max_frame_age": 3.0,
-            "diagnostics_period": 0.2,
-        },
+        openai_params(
+            server.base_url,
+            {
+                "model": "spatialthinker-test",
+                "openai.max_in_flight": 1,
+                "max_queue_size": 2,
+                "max_batch_size": 1,
+            },
+        ),
     ) as process:
         yield process
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from node_harness import DEMO_SCENE, SCRIPTED_OBJECTS, Rig, running_node
+from node_harness import DEMO_SCENE, SCRIPTED_OBJECTS, Rig, openai_params, running_node
 from scripted_openai_server import ScriptedOpenAIServer, StreamReply
 from streaming_replies import realistic_reply
 
@@ -33,16 +33,10 @@ def server():
 def node(server, rig):
     with running_node(
         rig,
-        {
-            "backend": "openai",
-            "model": "spatialthinker-test",
-            "openai.base_url": server.base_url,
-            "openai.max_retries": 0,
-            "max_batch_size": 1,
-            "request_timeout": 30.0,
-            "max_frame_age": 3.0,
-            "diagnostics_period": 0.2,
-        },
+        openai_params(
+            server.base_url,
+            {"model": "spatialthinker-test", "max_batch_size": 1, "request_timeout": 30.0},
+        ),
     ) as process:
         yield process
 

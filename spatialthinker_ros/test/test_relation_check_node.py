@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from node_harness import DEMO_SCENE, SCRIPTED_OBJECTS, running_node, scripted_reply
+from node_harness import DEMO_SCENE, SCRIPTED_OBJECTS, openai_params, running_node, scripted_reply
 from visualization_msgs.msg import Marker
 
 from spatialthinker_msgs.msg import SceneRelation
@@ -63,16 +63,7 @@ EXPECTED = [
 def node(server, rig):
     with running_node(
         rig,
-        {
-            "backend": "openai",
-            "model": "spatialthinker-test",
-            "openai.base_url": server.base_url,
-            "openai.max_in_flight": 1,
-            "openai.max_retries": 0,
-            "request_timeout": 20.0,
-            "max_frame_age": 3.0,
-            "diagnostics_period": 0.2,
-        },
+        openai_params(server.base_url, {"model": "spatialthinker-test", "openai.max_in_flight": 1}),
     ) as process:
         yield process
 
