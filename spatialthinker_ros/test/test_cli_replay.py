@@ -12,12 +12,16 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 from scripted_openai_server import ScriptedOpenAIServer
 
+from spatialthinker_ros.core.images import encode_compressed_depth
 from spatialthinker_ros.core.synthetic_scene import SyntheticScene, demo_scene
 from spatialthinker_ros.tools import cli
 
 TYPESTORE = get_typestore(Stores.ROS2_JAZZY)
 IMAGE_T, INFO_T = "sensor_msgs/msg/Image", "sensor_msgs/msg/CameraInfo"
+COMPRESSED_T = "sensor_msgs/msg/CompressedImage"
 COLOUR, DEPTH, INFO = "/cam/color/image_raw", "/cam/depth/image_raw", "/cam/color/camera_info"
+# Where image_transport's compressed_depth plugin publishes (and a bag records) DEPTH.
+COMPRESSED_DEPTH = DEPTH + "/compressedDepth"
 STORAGE = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
 
 
@@ -41,6 +45,14 @@ def _image(t: float, array: np.ndarray, encoding: str, broken: bool = False) -> 
         is_bigendian=0,
         step=step,
         data=data,
+    )
+
+
+def _compressed_depth(t: float, depth_mm: np.ndarray) -> object:
+    """The depth frame as image_transport's compressed_depth plugin sends it (16UC1 PNG)."""
+    encoded = encode_compressed_depth(depth_mm, "16UC1")
+    return TYPESTORE.types[COMPRESSED_T](
+        header=_header(t), format=encoded.format, data=np.frombuffer(bytes(encoded.data), np.uint8)
     )
 
 
@@ -73,14 +85,19 @@ def write_bag(
     topics: tuple[str, ...] = (COLOUR, DEPTH, INFO),
     garbage: tuple[int, ...] = (),
     depth_frames: int | None = None,
+    compressed_depth: bool = False,
 ) -> Path:
     """A 10 Hz RGB-D recording of the demo scene; colour frames in ``broken`` are truncated,
-    those in ``garbage`` are not CDR at all; depth stops after ``depth_frames`` frames."""
+    those in ``garbage`` are not CDR at all; depth stops after ``depth_frames`` frames; with
+    ``compressed_depth`` depth is recorded only as its compressedDepth topic."""
     scene = demo_scene()
     with Writer(path, version=9, storage_plugin=STORAGE[storage]) as writer:
+        types = {INFO: INFO_T, DEPTH: COMPRESSED_T if compressed_depth else IMAGE_T}
         conns = {
             topic: writer.add_connection(
-                topic, INFO_T if topic == INFO else IMAGE_T, typestore=TYPESTORE
+                COMPRESSED_DEPTH if topic == DEPTH and compressed_depth else topic,
+                types.get(topic, IMAGE_T),
+                typestore=TYPESTORE,
             )
             for topic in topics
         }
@@ -88,7 +105,11 @@ def write_bag(
             t = 100.0 + 0.1 * i
             messages = {
                 COLOUR: _image(t, scene.rgb, "rgb8", broken=i in broken),
-                DEPTH: _image(t + 0.002, scene.depth_mm, "16UC1"),
+                DEPTH: (
+                    _compressed_depth(t + 0.002, scene.depth_mm)
+                    if compressed_depth
+                    else _image(t + 0.002, scene.depth_mm, "16UC1")
+                ),
                 INFO: _camera_info(t, scene),
             }
             # Depth recorded before colour on odd frames: matching must not depend on order.
@@ -161,6 +182,29 @@ def test_replay_lifts_to_3d_keeps_going_past_a_bad_frame(
         assert [r["verdict"] for r in record["relations"]] == ["consistent", "consistent"]
         assert record["relations_contradicted"] == 0
     assert not list((tmp_path / "out").glob("*.png"))
+
+
+def test_replay_lifts_from_a_compressed_depth_topic(
+    capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    # A robot recording over Wi-Fi keeps only <depth>/compressedDepth: replay finds it on its
+    # own and lifts to the same 3D as from raw depth (the PNG is lossless).
+    scene = demo_scene()
+    centres = []
+    for compressed in (False, True):
+        bag = write_bag(tmp_path / f"bag{compressed}", frames=2, compressed_depth=compressed)
+        out = tmp_path / f"out{compressed}"
+        with ScriptedOpenAIServer(default_reply=scripted_reply(scene)) as server:
+            argv = ["replay", str(bag), "-q", "Is the red box in front?", "--output", str(out)]
+            argv += ["--backend", "openai", "--openai-base-url", server.base_url, "--no-annotate"]
+            code, _, err = _run(capsys, argv)
+        assert code == 0, err
+        assert (COMPRESSED_DEPTH if compressed else DEPTH) in err
+        red = [next(o for o in r["objects"] if o["id"] == "red_box.1") for r in _records(out)]
+        assert all(o["has_3d"] for o in red), red
+        centres.append([o["center"] for o in red])
+    assert centres[1] == centres[0]
+    assert centres[1][0][2] == pytest.approx(scene.objects[0].center[2], abs=0.06)
 
 
 def test_replay_rate_selects_by_stamp(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:

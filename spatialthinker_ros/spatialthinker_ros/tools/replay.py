@@ -127,7 +127,22 @@ def _topic_filter(topic: str, what: str) -> bool:
         return not is_depth
     if what == "depth":
         return is_depth and "compresseddepth" not in topic.lower()
+    if what == "compressedDepth":
+        # image_transport records a depth stream's PNG form as <depth topic>/compressedDepth.
+        return topic.lower().endswith("compresseddepth")
     return True
+
+
+def _pick_depth_topic(connections: list[Any], wanted: str | None) -> str | None:
+    """The depth topic: the one asked for (a depth Image or a compressedDepth CompressedImage),
+    else the only raw depth Image, else the only ``.../compressedDepth`` topic (what a robot
+    records over Wi-Fi; lossless PNG, so the raw one is preferred only for speed)."""
+    if wanted is not None:
+        return _pick_topic(connections, wanted, (IMAGE, COMPRESSED), "depth", "--depth-topic")
+    raw = _pick_topic(connections, None, (IMAGE,), "depth", "--depth-topic")
+    if raw is not None:
+        return raw
+    return _pick_topic(connections, None, (COMPRESSED,), "compressedDepth", "--depth-topic")
 
 
 def read_frames(
@@ -174,11 +189,7 @@ def read_frames(
             raise CommandError(
                 f"no colour image topic in the bag (topics: {found}); name one with --image-topic"
             )
-        depth = (
-            _pick_topic(connections, depth_topic, (IMAGE,), "depth", "--depth-topic")
-            if use_depth
-            else None
-        )
+        depth = _pick_depth_topic(connections, depth_topic) if use_depth else None
         info = _pick_camera_info(connections, info_topic, colour) if use_depth else None
     except BaseException:
         reader.close()
@@ -359,7 +370,11 @@ def add_replay_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--question", "-q", required=True)
     parser.add_argument("--options", type=options_list, default=[], help="comma-separated")
     parser.add_argument("--image-topic", help="colour topic (default: the bag's only one)")
-    parser.add_argument("--depth-topic", help="depth topic (default: the only *depth* Image)")
+    parser.add_argument(
+        "--depth-topic",
+        help="depth topic: an Image (16UC1/32FC1) or a compressedDepth CompressedImage"
+        " (default: the only *depth* Image, else the only .../compressedDepth topic)",
+    )
     parser.add_argument("--camera-info-topic", help="CameraInfo topic (default: the colour's)")
     parser.add_argument("--no-depth", action="store_true", help="answer in 2D only")
     select = parser.add_mutually_exclusive_group()
