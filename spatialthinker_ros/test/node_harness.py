@@ -23,7 +23,8 @@ from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from rclpy.action import ActionClient
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import String
@@ -282,8 +283,44 @@ class Rig:
         self._colour_msg = numpy_to_image(self.scene.rgb, "rgb8")
         self._info = camera_info_for(self.scene, self.frame_id)
         self.node.create_timer(1.0 / rate_hz, self._publish_frame)
-        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
+        # What escaped a callback of the rig's executor (named when a wait runs out).
+        self.spin_errors: list[BaseException] = []
+        self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
+
+    def _spin(self) -> None:
+        """Spin the rig until close; an exception raised inside the executor is kept and
+        spinning goes on (otherwise the camera and every later response would stop silently,
+        and each later test would fail on a timeout that does not name the cause)."""
+        while True:
+            try:
+                self.executor.spin()
+                return
+            except ExternalShutdownException:
+                return
+            except Exception as error:  # kept, and named by wait_future
+                self.spin_errors.append(error)
+
+    @contextlib.contextmanager
+    def side_node(self, name: str) -> Iterator[Node]:
+        """A node of the rig's context on its own executor thread, for the publishers, timers
+        and clients a test adds and removes.
+
+        Why not on the rig's node: destroying an entity while the rig's executor waits on it
+        (a publisher's QoS event handles are in the wait set) can raise inside the spin and
+        stop the camera. The side node is destroyed only after its executor has stopped.
+        """
+        node = rclpy.create_node(name, context=self.context)
+        executor = SingleThreadedExecutor(context=self.context)
+        executor.add_node(node)
+        thread = threading.Thread(target=executor.spin, daemon=True)
+        thread.start()
+        try:
+            yield node
+        finally:
+            executor.shutdown()
+            thread.join(5)
+            node.destroy_node()
 
     def _keep(self, store: list) -> Callable[[Any], None]:
         def keep(msg: Any) -> None:
@@ -343,13 +380,19 @@ class Rig:
         future = self.query_client.call_async(request)
         return self.wait_future(future, wait)
 
-    @staticmethod
-    def wait_future(future: Any, wait: float) -> Any:
-        """Block until an rclpy future (spun by the rig's executor) is done."""
+    def wait_future(self, future: Any, wait: float) -> Any:
+        """Block until an rclpy future (spun by the rig's or a side node's executor) is done."""
         done = threading.Event()
         future.add_done_callback(lambda _f: done.set())
         if not done.wait(wait) and not future.done():
-            raise AssertionError(f"no response within {wait} s")
+            raise AssertionError(
+                f"no response within {wait} s"
+                + (
+                    f" (the rig's executor raised: {self.spin_errors!r})"
+                    if self.spin_errors
+                    else ""
+                )
+            )
         return future.result()
 
     def action(

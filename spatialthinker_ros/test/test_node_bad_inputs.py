@@ -128,47 +128,44 @@ def compressed(rig, server):
     reading ``image/compressed`` from a publisher of this test's own: it sends ``frame[0]``
     (restamped) every 0.2 s once a test puts a frame there."""
     frame: list[CompressedImage] = []
-    publisher = rig.node.create_publisher(
-        CompressedImage, "/compressed/image/compressed", rig._image_pub.qos_profile
-    )
+    with rig.side_node("compressed_camera") as side:
+        publisher = side.create_publisher(
+            CompressedImage, "/compressed/image/compressed", rig._image_pub.qos_profile
+        )
 
-    def publish() -> None:
-        if frame:
-            frame[0].header.stamp = rig.node.get_clock().now().to_msg()
-            publisher.publish(frame[0])
+        def publish() -> None:
+            if frame:
+                frame[0].header.stamp = side.get_clock().now().to_msg()
+                publisher.publish(frame[0])
 
-    timer = rig.node.create_timer(0.2, publish)
-    process = NodeProcess(
-        {
-            "backend": "openai",
-            "model": "m",
-            "openai.base_url": server.base_url,
-            "image_transport": "compressed",
-            "use_depth": False,
-        },
-        remaps={"__ns": "/compressed", "image/compressed": "/compressed/image/compressed"},
-    )
-    client = rig.node.create_client(Query, "/compressed/spatialthinker/query")
-    get_state = rig.node.create_client(GetState, "/compressed/spatialthinker/get_state")
+        side.create_timer(0.2, publish)
+        process = NodeProcess(
+            {
+                "backend": "openai",
+                "model": "m",
+                "openai.base_url": server.base_url,
+                "image_transport": "compressed",
+                "use_depth": False,
+            },
+            remaps={"__ns": "/compressed", "image/compressed": "/compressed/image/compressed"},
+        )
+        client = side.create_client(Query, "/compressed/spatialthinker/query")
+        get_state = side.create_client(GetState, "/compressed/spatialthinker/get_state")
 
-    def query() -> Query.Response:
-        return rig.wait_future(client.call_async(Query.Request(question="Which?")), 30)
+        def query() -> Query.Response:
+            return rig.wait_future(client.call_async(Query.Request(question="Which?")), 30)
 
-    try:
-        assert client.wait_for_service(timeout_sec=60), process.log()
-        assert get_state.wait_for_service(timeout_sec=60), process.log()
-        for _ in range(600):
-            state = rig.wait_future(get_state.call_async(GetState.Request()), 10).current_state
-            if state.label == "active":
-                break
-            time.sleep(0.1)
-        yield SimpleNamespace(process=process, frame=frame, query=query)
-    finally:
-        rig.node.destroy_timer(timer)
-        rig.node.destroy_client(client)
-        rig.node.destroy_client(get_state)
-        rig.node.destroy_publisher(publisher)
-        assert process.stop() == 0, process.log()
+        try:
+            assert client.wait_for_service(timeout_sec=60), process.log()
+            assert get_state.wait_for_service(timeout_sec=60), process.log()
+            for _ in range(600):
+                future = get_state.call_async(GetState.Request())
+                if rig.wait_future(future, 10).current_state.label == "active":
+                    break
+                time.sleep(0.1)
+            yield SimpleNamespace(process=process, frame=frame, query=query)
+        finally:
+            assert process.stop() == 0, process.log()
 
 
 def _peak_rss_mib(pid: int) -> float:
@@ -367,21 +364,17 @@ def test_inactive_node_answers_the_action_with_the_reason(node, rig) -> None:
 
 
 def test_empty_question_on_the_topic_is_answered_on_the_answer_topic(node, rig) -> None:
-    publisher = rig.node.create_publisher(String, "/spatialthinker/question", 10)
-    try:
-        rig.settle(0.5)  # discovery
-        sent = time.time()
-        publisher.publish(String(data=""))
+    rig.settle(0.5)
+    sent = time.time()
+    rig.question_pub.publish(String(data=""))
 
-        def failure_after_sent(answer) -> bool:
-            stamp = answer.header.stamp.sec + answer.header.stamp.nanosec * 1e-9
-            return stamp >= sent - 1.0 and any("question is empty" in w for w in answer.warnings)
+    def failure_after_sent(answer) -> bool:
+        stamp = answer.header.stamp.sec + answer.header.stamp.nanosec * 1e-9
+        return stamp >= sent - 1.0 and any("question is empty" in w for w in answer.warnings)
 
-        answer = rig.latest(rig.answers, failure_after_sent, wait=10)
-        assert answer.choice_index == -1
-        assert answer.warnings[0].startswith("request failed:")
-    finally:
-        rig.node.destroy_publisher(publisher)
+    answer = rig.latest(rig.answers, failure_after_sent, wait=10)
+    assert answer.choice_index == -1
+    assert answer.warnings[0].startswith("request failed:")
     still_serving(rig, node)
 
 

@@ -98,9 +98,9 @@ def _compressed_node(
 ) -> Iterator[None]:
     """A node reading one input compressed: ``msg`` published on ``topic`` at 10 Hz beside
     the rig's own frames (stamped apart from them, so the node allows a wider sync_slop)."""
-    publisher = rig.node.create_publisher(type(msg), topic, qos)
-    timer = rig.node.create_timer(0.1, lambda: _publish_stamped(rig, publisher, msg))
-    try:
+    with rig.side_node("compressed_camera") as side:
+        publisher = side.create_publisher(type(msg), topic, qos)
+        side.create_timer(0.1, lambda: _publish_stamped(rig, side, publisher, msg))
         node_params = {"backend": "openai", "model": "m", "openai.base_url": server.base_url}
         with running_node(
             rig,
@@ -110,8 +110,6 @@ def _compressed_node(
         ):
             rig.settle()
             yield
-    finally:
-        rig.node.destroy_timer(timer)
 
 
 def test_compressed_colour_input(rig, server) -> None:
@@ -153,7 +151,7 @@ def test_compressed_depth_input(rig, server) -> None:
             assert abs(obj.surface.z - (truth.center[2] - truth.size[2] / 2)) < 0.03
 
 
-def _publish_stamped(rig: Rig, publisher, msg) -> None:
-    msg.header.stamp = rig.node.get_clock().now().to_msg()
+def _publish_stamped(rig: Rig, node, publisher, msg) -> None:
+    msg.header.stamp = node.get_clock().now().to_msg()
     msg.header.frame_id = rig.frame_id
     publisher.publish(msg)

@@ -85,9 +85,9 @@ def test_the_key_reaches_the_server_only_in_the_authorization_header(node, rig, 
     # Not on the command line, not in the params file, not in any parameter.
     cmdline = Path(f"/proc/{node.process.pid}/cmdline").read_bytes().decode(errors="replace")
     assert KEY not in cmdline and KEY not in node.params_file.read_text()
-    listed = rig.node.create_client(ListParameters, "/spatialthinker/list_parameters")
-    getter = rig.node.create_client(GetParameters, "/spatialthinker/get_parameters")
-    try:
+    with rig.side_node("parameter_reader") as side:
+        listed = side.create_client(ListParameters, "/spatialthinker/list_parameters")
+        getter = side.create_client(GetParameters, "/spatialthinker/get_parameters")
         assert listed.wait_for_service(timeout_sec=10) and getter.wait_for_service(timeout_sec=10)
         names = rig.wait_future(listed.call_async(ListParameters.Request()), 10).result.names
         assert "openai.api_key_env" in names
@@ -95,9 +95,6 @@ def test_the_key_reaches_the_server_only_in_the_authorization_header(node, rig, 
         assert all(KEY not in str(value) for value in values.values)
         env_name = values.values[list(names).index("openai.api_key_env")].string_value
         assert env_name == KEY_ENV
-    finally:
-        rig.node.destroy_client(listed)
-        rig.node.destroy_client(getter)
     rig.settle(0.5)  # a few more diagnostics messages
     # Not in the log, /diagnostics or anything published.
     _assert_key_nowhere(rig, node, response.message)
