@@ -368,6 +368,51 @@ def test_tiny_model_streams_through_the_same_pipeline(tiny_model_dir: Path) -> N
         pipeline.shutdown()
 
 
+def test_tiny_model_cancelled_mid_stream_stops_and_frees_the_model(tiny_model_dir: Path) -> None:
+    pytest.importorskip("torch")
+    from forced_text import ForcedText
+    from transformers import AutoTokenizer
+
+    text = realistic_reply(SCENE, 0.45)(
+        {"messages": [{"content": [{"type": "text", "text": "Image size: 112 x 84"}]}]}
+    )
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    forced = ForcedText(tokenizer, text)
+    recorder = Recorder()
+    # Generation waits after "<think>" until the client has cancelled (the scene was streamed).
+    cancelled = threading.Event()
+    think = text.index("<think>") + len("<think>")
+    hold = HoldAt(forced, len(tokenizer.encode(text[:think])) + 1, cancelled)
+    values = _values(
+        backend="transformers",
+        model=str(tiny_model_dir),
+        device="cpu",
+        min_pixels=MIN_PIXELS,
+        max_pixels=MAX_PIXELS,
+        max_new_tokens=len(tokenizer.encode(text)) + 8,
+    )
+    pipeline = AnsweringPipeline(values, {"logits_processor": [forced, hold]})
+    pipeline.start()
+    try:
+        handle = _ask(pipeline, recorder)
+        assert recorder.scene_seen.wait(300), "the scene never streamed"
+        assert handle.cancel(), "a running transformers request could not be cancelled"
+        cancelled.set()
+        with pytest.raises(RequestFailed, match="cancel"):
+            handle.result(60)
+        assert recorder.done.wait(5)
+        # Nothing after the failure; no text streamed past the hold (generation stopped).
+        assert recorder.events[-1][0] == "done"
+        assert all("</answer>" not in p.text for p in recorder.reports)
+        # The model is free: the next request is answered in full (the hold is released).
+        again = Recorder()
+        answer = _ask(pipeline, again).result(300)
+        assert answer.engine.raw_text == text
+    finally:
+        cancelled.set()
+        pipeline.shutdown()
+
+
 # --------------------------------------------------------------------------------- the engine
 
 
