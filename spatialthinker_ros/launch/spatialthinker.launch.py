@@ -14,8 +14,10 @@ here) and publishes ``~/scene_graph``, ``~/answer``, ``~/markers``, ``~/debug_im
 deactivates, cleans up (the model leaves the GPU) and shuts down, publishing each transition on
 ``~/transition_event``.
 
-The node gets a Fast DDS profile under both variable names: Jazzy's Fast DDS 2.14 reads only
-``FASTRTPS_DEFAULT_PROFILES_FILE``, Kilted's Fast DDS 3 ``FASTDDS_DEFAULT_PROFILES_FILE``.
+The node gets a Fast DDS profile under the variable name its distribution's Fast DDS reads:
+Jazzy's Fast DDS 2.14 reads only ``FASTRTPS_DEFAULT_PROFILES_FILE``, Kilted's Fast DDS 3
+``FASTDDS_DEFAULT_PROFILES_FILE`` (and logs the old name as deprecated); both when
+``ROS_DISTRO`` is unset.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from launch_ros.actions import LifecycleNode, Node
 from launch_ros.parameter_descriptions import ParameterValue
 
 from spatialthinker_ros.core.backends import BACKEND_NAMES
-from spatialthinker_ros.ros.fastdds import PROFILE_VARIABLES
+from spatialthinker_ros.ros.fastdds import PROFILE_VARIABLES, profile_variables
 
 PACKAGE = "spatialthinker_ros"
 
@@ -121,8 +123,9 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument(
             "fastdds_profile",
             default_value=profile_default,
-            description="Fast DDS XML profile for the node, set as both"
-            " FASTRTPS_DEFAULT_PROFILES_FILE (Jazzy) and FASTDDS_DEFAULT_PROFILES_FILE (Kilted)."
+            description="Fast DDS XML profile for the node, set as"
+            " FASTRTPS_DEFAULT_PROFILES_FILE (Jazzy) and FASTDDS_DEFAULT_PROFILES_FILE (Kilted;"
+            " the new name alone there)."
             " Default: the profile your environment names, else the shipped"
             " config/fastdds_large_images.xml (16 MB shared-memory segments: 640x480 frames"
             " are not lost between processes; give the camera driver the same profile).",
@@ -152,7 +155,9 @@ def generate_launch_description() -> LaunchDescription:
         ],
         output="screen",
         emulate_tty=True,
-        additional_env={name: fastdds_profile for name in PROFILE_VARIABLES},
+        additional_env={
+            name: fastdds_profile for name in profile_variables(os.environ.get("ROS_DISTRO", ""))
+        },
     )
 
     if _installed("rviz2"):

@@ -324,12 +324,27 @@ def test_node_wiring(description) -> None:
     assert kwargs["emulate_tty"] is True
 
 
-def test_fastdds_profile_reaches_the_node_under_both_names(description) -> None:
-    (node,) = description["actions"]["LifecycleNode"]
-    # Jazzy's Fast DDS 2.14 reads only FASTRTPS_..., Kilted's Fast DDS 3 FASTDDS_...
-    assert node.kwargs["additional_env"] == {
-        name: _config("fastdds_profile") for name in PROFILE_NAMES
-    }
+@pytest.mark.parametrize(
+    ("distro", "names"),
+    [
+        # Jazzy's Fast DDS 2.14 reads only FASTRTPS_...; unknown: both.
+        ("jazzy", PROFILE_NAMES),
+        ("", PROFILE_NAMES),
+        # Kilted's Fast DDS 3 reads FASTDDS_... and logs the old name as deprecated.
+        ("kilted", PROFILE_NAMES[:1]),
+    ],
+)
+def test_fastdds_profile_reaches_the_node_under_the_names_its_fast_dds_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, distro: str, names: tuple[str, ...]
+) -> None:
+    monkeypatch.setenv("ROS_DISTRO", distro)
+    (node,) = _describe(tmp_path, {PACKAGE, "rviz2"})["actions"]["LifecycleNode"]
+    assert node.kwargs["additional_env"] == {name: _config("fastdds_profile") for name in names}
+
+
+def test_fastdds_profile_argument_defaults_to_the_environment_s_then_the_shipped(
+    description,
+) -> None:
     (argument,) = [
         a for a in description["actions"]["DeclareLaunchArgument"] if a.args[0] == "fastdds_profile"
     ]

@@ -19,6 +19,14 @@ PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES
 FAST_DDS_2_DISTROS = frozenset({"humble", "iron", "jazzy"})
 
 
+def profile_variables(distro: str) -> tuple[str, ...]:
+    """The variable names to set a profile under for ``distro`` (``ROS_DISTRO``; empty when
+    unknown): the new name alone for Fast DDS 3 (Kilted on), both for Fast DDS 2 or unknown."""
+    if distro and distro not in FAST_DDS_2_DISTROS:
+        return PROFILE_VARIABLES[:1]
+    return PROFILE_VARIABLES
+
+
 def set_default_profile(env: MutableMapping[str, str], profile: str | os.PathLike[str]) -> str:
     """Name ``profile`` for Fast DDS in ``env`` unless the user already named one.
 
@@ -28,10 +36,7 @@ def set_default_profile(env: MutableMapping[str, str], profile: str | os.PathLik
     profile now in effect.
     """
     chosen = next((env[name] for name in PROFILE_VARIABLES if env.get(name)), str(profile))
-    new_name, old_name = PROFILE_VARIABLES
-    distro = env.get("ROS_DISTRO", "")
-    names = [new_name] if distro and distro not in FAST_DDS_2_DISTROS else [new_name, old_name]
-    for name in names:
+    for name in profile_variables(env.get("ROS_DISTRO", "")):
         if not env.get(name):
             env[name] = chosen
     return chosen
