@@ -1,8 +1,10 @@
-"""Facade over the geometry of the pipeline: model frame, camera intrinsics and 2D-to-3D lifting.
+"""Facade over the geometry of the pipeline: model frame, camera intrinsics, 2D-to-3D lifting
+and the scene's up direction.
 
-The public API for 3D (``lift_boxes``, ``CameraIntrinsics`` ...); the implementation lives in
-:mod:`spatialthinker_ros.core.model_frame`, :mod:`spatialthinker_ros.core.camera` and
-:mod:`spatialthinker_ros.core.lifting`.
+The public API for 3D (``lift_boxes``, ``CameraIntrinsics``, ``estimate_up`` ...); the
+implementation lives in :mod:`spatialthinker_ros.core.model_frame`,
+:mod:`spatialthinker_ros.core.camera`, :mod:`spatialthinker_ros.core.lifting` and
+:mod:`spatialthinker_ros.core.gravity`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from spatialthinker_ros.core.camera import (
     check_camera_info,
     depth_to_metres,
 )
+from spatialthinker_ros.core.gravity import UpEstimate, estimate_up, levelling_rotation
 from spatialthinker_ros.core.lifting import Lifted3D, LiftParams, lift_boxes
 from spatialthinker_ros.core.model_frame import (
     DEFAULT_MAX_PIXELS,
@@ -33,9 +36,12 @@ __all__ = [
     "LiftParams",
     "Lifted3D",
     "ModelFrame",
+    "UpEstimate",
     "aspect_mismatch",
     "check_camera_info",
     "depth_to_metres",
+    "estimate_up",
+    "levelling_rotation",
     "lift_boxes",
     "model_input_size",
     "plan_model_frame",

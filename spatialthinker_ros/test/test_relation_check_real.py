@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from real_rgbd import REAL_RGBD_DIR, load_real_frames
 
-from spatialthinker_ros.core.lifting import lift_boxes
+from spatialthinker_ros.answering.pipeline import Frames, lift_scene
+from spatialthinker_ros.core.gravity import estimate_up
+from spatialthinker_ros.core.lifting import LiftParams, lift_boxes
 from spatialthinker_ros.core.parsing import (
     ParsedObject,
     ParsedRelation,
@@ -50,6 +53,9 @@ PERSON = {
         ("dice.1", "holding", "globe.1"): U,
     },
     "dining_5frames": {
+        # Side by side on one floor, about as high: neither is above the other.
+        ("dresser.1", "above", "chair.1"): U,
+        ("chair.1", "below", "dresser.1"): U,
         ("chair.1", "in front of", "dresser.1"): C,
         ("dresser.1", "in front of", "chair.1"): X,
         ("dresser.1", "behind", "chair.1"): C,
@@ -74,12 +80,15 @@ def test_the_scenes_own_relations_are_in_the_table() -> None:
 
 @pytest.mark.parametrize("frame", FRAMES, ids=lambda f: f.name)
 def test_verdicts_on_real_frames_are_a_person_s(frame) -> None:
-    # Lifted as the node lifts them: the ids choose the category depth priors.
+    # Lifted as the node lifts them: the ids choose the category depth priors; heights along
+    # the up direction measured from the depth (both cameras look down).
     estimates = lift_boxes(frame.boxes, frame.depth_m, frame.intrinsics, labels=frame.ids)
     lifted = dict(zip(frame.ids, estimates, strict=True))
+    up = estimate_up(frame.depth_m, frame.intrinsics)
+    assert up is not None
     got = {}
     for (subject, predicate, obj), expected in PERSON[frame.name.split("/")[0]].items():
-        result = check_relation(subject, predicate, obj, lifted[subject], lifted[obj])
+        result = check_relation(subject, predicate, obj, lifted[subject], lifted[obj], up)
         got[(subject, predicate, obj)] = (result.verdict, result.evidence)
         if expected != U:
             # The evidence states the measured fact with numbers, whatever the verdict.
@@ -88,9 +97,60 @@ def test_verdicts_on_real_frames_are_a_person_s(frame) -> None:
     assert not wrong, wrong
 
 
-@pytest.mark.parametrize(
-    "frame", [f for f in FRAMES if f.name.startswith("dining")], ids=lambda f: f.name
-)
+DINING = [f for f in FRAMES if f.name.startswith("dining")]
+
+
+def test_a_pitched_camera_s_rows_are_not_taken_for_heights() -> None:
+    # The dining camera looks ~15 degrees down, so the farther chest of drawers sits higher in
+    # the image than the armchair beside it. Along the camera's -y it is "above" the armchair
+    # in most views; along the measured up it is not (see PERSON: UNKNOWN in every view).
+    camera_rows, measured = [], []
+    for frame in DINING:
+        estimates = lift_boxes(frame.boxes, frame.depth_m, frame.intrinsics, labels=frame.ids)
+        lifted = dict(zip(frame.ids, estimates, strict=True))
+        pair = ("dresser.1", "above", "chair.1", lifted["dresser.1"], lifted["chair.1"])
+        camera_rows.append(check_relation(*pair).verdict)
+        up = estimate_up(frame.depth_m, frame.intrinsics)
+        check = check_relation(*pair, up)
+        measured.append(check.verdict)
+        assert "up measured from the horizontal surfaces" in check.evidence
+    assert camera_rows.count(C) >= 3
+    assert C not in measured
+
+
+def test_a_dice_on_the_desk_behind_a_chair_is_not_confirmed_on_the_chair() -> None:
+    # The TUM camera looks ~30 degrees down: the dice on the desk appears just above the purple
+    # chair's backrest. Along the camera's -y the check confirmed "dice.1 on chair.1"; along the
+    # measured up the dice's bottom is well below the chair's top: not confirmed.
+    (frame,) = [f for f in FRAMES if f.name.startswith("tum")]
+    estimates = lift_boxes(frame.boxes, frame.depth_m, frame.intrinsics, labels=frame.ids)
+    lifted = dict(zip(frame.ids, estimates, strict=True))
+    pair = ("dice.1", "on", "chair.1", lifted["dice.1"], lifted["chair.1"])
+    assert check_relation(*pair).verdict == C
+    assert check_relation(*pair, estimate_up(frame.depth_m, frame.intrinsics)).verdict != C
+
+
+def test_the_pipeline_measures_up_only_for_relations_about_gravity() -> None:
+    (frame,) = [f for f in FRAMES if f.name.startswith("tum")]
+    objects = [
+        ParsedObject(i, label_from_id(i), b) for i, b in zip(frame.ids, frame.boxes, strict=True)
+    ]
+    frames = Frames(np.zeros((480, 640, 3), np.uint8), frame.depth_m, frame.intrinsics)
+
+    def parsed(*relations: tuple[str, str, str]) -> SpatialResult:
+        return SpatialResult(objects=objects, relations=[ParsedRelation(*r) for r in relations])
+
+    beside = lift_scene(parsed(("chair.1", "left of", "chair.2")), frames, LiftParams())
+    assert beside.up is None  # nothing about gravity: no estimate made
+    lifting = lift_scene(parsed(("dice.1", "on", "chair.1")), frames, LiftParams())
+    assert lifting.up is not None and 20 < lifting.up.tilt_deg < 40
+    (check,) = verify_relations(
+        parsed(("dice.1", "on", "chair.1")), lifting.lifted, lifting.up
+    ).checks
+    assert check.verdict != C and "deg from the camera's" in check.evidence
+
+
+@pytest.mark.parametrize("frame", DINING, ids=lambda f: f.name)
 def test_a_wrong_answer_on_a_real_frame_is_flagged_and_left_alone(frame) -> None:
     scene = _scene("dining_5frames")
     objects = [

@@ -46,9 +46,15 @@ from spatialthinker_ros.core.engine import (
     percentile,
     to_source_pixels,
 )
+from spatialthinker_ros.core.gravity import UpEstimate, estimate_up
 from spatialthinker_ros.core.lifting import Lifted3D, LiftParams, lift_boxes
 from spatialthinker_ros.core.parsing import SpatialResult
-from spatialthinker_ros.core.relation_check import RelationReport, verify_relations
+from spatialthinker_ros.core.relation_check import (
+    VERTICAL_FAMILIES,
+    RelationReport,
+    normalise_predicate,
+    verify_relations,
+)
 from spatialthinker_ros.core.stream_reader import StreamReader
 
 __all__ = [
@@ -210,12 +216,15 @@ class Lifting:
         warnings: What the answer says about it (implausible depth units, objects without 3D).
         depth_warning: The implausible-depth-units warning alone ("" when the depth looks
             plausible for its scale).
+        up: The scene's up direction measured from the depth, when a relation is about
+            gravity (above, below, on) and the frame shows enough horizontal surface.
     """
 
     lifted: list[Lifted3D] | None
     no_3d_reason: str
     warnings: list[str]
     depth_warning: str = ""
+    up: UpEstimate | None = None
 
 
 def lift_scene(parsed: SpatialResult, frames: Frames, params: LiftParams) -> Lifting:
@@ -245,7 +254,11 @@ def lift_scene(parsed: SpatialResult, frames: Frames, params: LiftParams) -> Lif
     missing = [item for item in lifted if not item.has_3d]
     if missing:
         warnings.append(f"no 3D for {len(missing)} of {len(lifted)} objects: {missing[0].reason}")
-    return Lifting(lifted, "", warnings, units)
+    vertical = any(
+        normalise_predicate(rel.predicate) in VERTICAL_FAMILIES for rel in parsed.relations
+    )
+    up = estimate_up(frames.depth_m, frames.intrinsics) if vertical else None
+    return Lifting(lifted, "", warnings, units, up)
 
 
 # ---------------------------------------------------------------------------- the answer
@@ -310,7 +323,7 @@ def build_answer(
     ``scene_s`` is when the scene graph was handed on early (None: with this answer).
     """
     lifting = lift_scene(result.result, frames, params)
-    relations = verify_relations(result.result, lifting.lifted)
+    relations = verify_relations(result.result, lifting.lifted, lifting.up)
     return SceneAnswer(
         request_id=request_id,
         question=question,
@@ -415,7 +428,7 @@ class _Streaming:
                         event.scene, streamed.stated_size, streamed.source_size
                     )
                     lifting = lift_scene(parsed, self.frames, self.params)
-                    relations = verify_relations(parsed, lifting.lifted)
+                    relations = verify_relations(parsed, lifting.lifted, lifting.up)
                     self.scene = SceneProgress(
                         request_id=self.request_id,
                         parsed=parsed,

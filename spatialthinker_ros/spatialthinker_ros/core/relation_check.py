@@ -14,12 +14,14 @@ has what the model lacks, a metric 3D estimate per object from the depth camera
 It reports; it never changes the model's answer.
 
 **Frame.** Viewer-centric, in the camera's optical frame (x right, y down, z forward):
-left/right compare the objects' lateral centres along x; above/below compare their vertical
-centres along -y, which is "up" only when the camera is roughly level (no roll, little pitch:
-a camera pitched by an angle ``a`` makes a surface ``d`` metres deep look ``d sin a`` taller);
-in front of/behind compare the measured front surfaces along z; closer/farther compare the
-distances of the front-surface points to the camera. Depth extents beyond the front surface
-are the lifting's prior, so no rule leans on an object's back alone.
+left/right compare the objects' lateral centres along x; in front of/behind compare the
+measured front surfaces along z; closer/farther compare the distances of the front-surface
+points to the camera. above/below and on are about gravity: they compare heights along the
+scene's up direction when one is given (:mod:`spatialthinker_ros.core.gravity` measures it from
+the depth's horizontal surfaces: each object's 3D box is turned into the levelled frame, whose
+footprints are horizontal), else along the camera's -y, which is "up" only for a level camera (a
+camera pitched by ``a`` makes a surface ``d`` metres deep look ``d sin a`` taller). Depth extents
+beyond the front surface are the lifting's prior, so no rule leans on an object's back alone.
 
 **Uncertainty.** Each object's position along an axis is uncertain by
 ``sigma = sigma_z(z) + SIZE_FRACTION * extent``: ``sigma_z(z) = 1.5e-3 z^2 + 3 mm`` is a
@@ -30,8 +32,9 @@ more than a small one's). A difference between two objects counts when it exceed
 for two armchairs at 2.5 m.
 
 **Known limit.** ``on`` compares the subject's footprint with the object's depth extent, which
-beyond the front surface is the lifting's prior: a small object standing behind the top edge of a
-nearer, equally high one (a dice on a desk behind a chair's backrest) can be called ``on`` it.
+beyond the front surface is the lifting's prior: without a measured up, a small object standing
+behind the top edge of a nearer, equally high one (a dice on a desk behind a chair's backrest)
+can be called ``on`` it.
 """
 
 from __future__ import annotations
@@ -42,15 +45,17 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
+from spatialthinker_ros.core.gravity import UpEstimate, levelling_rotation
 from spatialthinker_ros.core.parsing import label_from_id
 
 __all__ = [
     "FAMILIES",
+    "VERTICAL_FAMILIES",
     "ContradictionCounter",
     "RelationCheck",
     "RelationReport",
@@ -236,6 +241,26 @@ class _Body:
             sigma,
         )
 
+    def levelled(self, rotation: Any) -> _Body:
+        """This body in a levelled frame (``rotation``: camera -> levelled, 3x3 rows of floats, see
+        :func:`spatialthinker_ros.core.gravity.levelling_rotation`): the 3D box turned and
+        bounded again, the centre and the uncertainties turned with it."""
+        mid = [(lo + hi) / 2.0 for lo, hi in zip(self.lo, self.hi, strict=True)]
+        half = [(hi - lo) / 2.0 for lo, hi in zip(self.lo, self.hi, strict=True)]
+        # The lateral centre at the box's mid-depth: a camera looking down sees the front of
+        # an object lower than its middle.
+        cx, cy, cz = self.centre[0], self.centre[1], mid[2]
+        sx, sy, sz = self.sigma
+        lo, hi, centre, sigma = [], [], [], []
+        for a, b, c in rotation:
+            m = a * mid[0] + b * mid[1] + c * mid[2]
+            h = abs(a) * half[0] + abs(b) * half[1] + abs(c) * half[2]
+            lo.append(m - h)
+            hi.append(m + h)
+            centre.append(a * cx + b * cy + c * cz)
+            sigma.append(math.sqrt((a * sx) ** 2 + (b * sy) ** 2 + (c * sz) ** 2))
+        return _Body(self.id, tuple(lo), tuple(hi), tuple(centre), self.distance, tuple(sigma))
+
     def extent(self, axis: int) -> float:
         return self.hi[axis] - self.lo[axis]
 
@@ -363,7 +388,12 @@ def _on(a: _Body, b: _Body) -> RelationCheck:
 
 
 def check_relation(
-    subject_id: str, predicate: str, object_id: str, subject_3d: Any, object_3d: Any
+    subject_id: str,
+    predicate: str,
+    object_id: str,
+    subject_3d: Any,
+    object_3d: Any,
+    up: UpEstimate | None = None,
 ) -> RelationCheck:
     """The verdict on ``subject predicate object`` from the two objects' 3D estimates.
 
@@ -374,19 +404,32 @@ def check_relation(
         subject_3d: The subject's ``Lifted3D`` (``center``, ``size``, ``surface_depth``, and
             ``surface`` when the lifting provides it), or ``None`` when it has none.
         object_3d: Likewise for the object.
+        up: The scene's up direction (:func:`spatialthinker_ros.core.gravity.estimate_up`)
+            for above, below and on; None: the camera's -y.
 
     Returns:
         The check; never raises on odd input (a verdict of ``UNKNOWN`` says why).
     """
     a = _Body.from_estimate(subject_id, subject_3d)
     b = _Body.from_estimate(object_id, object_3d)
-    return _check(subject_id, predicate, object_id, a, b)
+    return _check(subject_id, predicate, object_id, a, b, up)
+
+
+#: The predicates about gravity: checked in the levelled frame when the up direction is known.
+VERTICAL_FAMILIES = frozenset({"above", "below", "on"})
 
 
 def _check(
-    subject_id: str, predicate: str, object_id: str, a: _Body | str, b: _Body | str
+    subject_id: str,
+    predicate: str,
+    object_id: str,
+    a: _Body | str,
+    b: _Body | str,
+    up: UpEstimate | None = None,
+    level: Callable[[_Body], _Body] | None = None,
 ) -> RelationCheck:
-    """:func:`check_relation` on bodies already built (or the reasons there are none)."""
+    """:func:`check_relation` on bodies already built (or the reasons there are none);
+    ``level`` turns a body into the frame levelled by ``up`` (default: computed here)."""
     family = normalise_predicate(predicate)
     if not family:
         shown = " ".join(predicate.split())[:60]
@@ -400,6 +443,12 @@ def _check(
     if missing:
         return RelationCheck(Verdict.UNKNOWN, "; ".join(missing), family)
     assert isinstance(a, _Body) and isinstance(b, _Body)
+    if family in VERTICAL_FAMILIES and up is not None:
+        if level is None:
+            rotation = levelling_rotation(up.vector).tolist()
+            level = functools.partial(_Body.levelled, rotation=rotation)
+        check = _check(subject_id, predicate, object_id, level(a), level(b))
+        return RelationCheck(check.verdict, f"{check.evidence}; {up.describe()}", check.family)
     if family in _DIRECTIONAL:
         return _directional(a, b, family)
     if family in ("near", "far from"):
@@ -470,7 +519,9 @@ class _Reliance:
         return ""
 
 
-def verify_relations(parsed: Any, lifted: Sequence[Any | None] | None) -> RelationReport:
+def verify_relations(
+    parsed: Any, lifted: Sequence[Any | None] | None, up: UpEstimate | None = None
+) -> RelationReport:
     """Check every relation of one parsed answer against the objects' 3D estimates.
 
     The one step after lifting shared by the node and every offline tool.
@@ -479,6 +530,7 @@ def verify_relations(parsed: Any, lifted: Sequence[Any | None] | None) -> Relati
         parsed: The ``SpatialResult`` (objects, relations, reasoning, answer).
         lifted: One ``Lifted3D`` per object of ``parsed.objects`` (same order), or ``None``
             when no depth was used.
+        up: The scene's measured up direction, or None (the camera's -y).
 
     Returns:
         The checks, the count of contradicted relations, and a warning for each contradicted
@@ -490,6 +542,15 @@ def verify_relations(parsed: Any, lifted: Sequence[Any | None] | None) -> Relati
         if obj.id not in bodies:
             estimate = lifted[index] if lifted is not None and index < len(lifted) else None
             bodies[obj.id] = _Body.from_estimate(obj.id, estimate)
+    # Bodies turned into the levelled frame, once each, for the relations about gravity.
+    levelled: dict[str, _Body] = {}
+    rotation = levelling_rotation(up.vector).tolist() if up is not None else None
+
+    def level(body: _Body) -> _Body:
+        if body.id not in levelled:
+            levelled[body.id] = body.levelled(rotation)
+        return levelled[body.id]
+
     reliance = _Reliance(f"{parsed.reasoning}\n{parsed.answer}")
     checks: list[RelationCheck] = []
     warnings: list[str] = []
@@ -503,7 +564,7 @@ def verify_relations(parsed: Any, lifted: Sequence[Any | None] | None) -> Relati
                 normalise_predicate(rel.predicate),
             )
         else:
-            check = _check(subject, rel.predicate, obj, bodies[subject], bodies[obj])
+            check = _check(subject, rel.predicate, obj, bodies[subject], bodies[obj], up, level)
         checks.append(check)
         if check.verdict == Verdict.CONTRADICTED:
             why = reliance.why(rel)
