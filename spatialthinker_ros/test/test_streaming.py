@@ -334,21 +334,21 @@ class HoldAt:
         return scores
 
 
-def test_tiny_model_streams_through_the_same_pipeline(tiny_model_dir: Path) -> None:
+def _held_tiny_pipeline(tiny_model_dir: Path, release: threading.Event) -> tuple[Any, str]:
+    """The tiny model through the pipeline, forced to write a realistic reply and held one
+    token after ``<think>`` until ``release`` is set; returns the started pipeline and the
+    reply (its boxes in the stated frame; a short answer keeps the CPU run short)."""
     pytest.importorskip("torch")
     from forced_text import ForcedText
     from transformers import AutoTokenizer
 
-    # The model's boxes are in the stated frame; a short answer keeps the CPU run short.
     text = realistic_reply(SCENE, 0.45)(
         {"messages": [{"content": [{"type": "text", "text": "Image size: 112 x 84"}]}]}
     )
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     forced = ForcedText(tokenizer, text)
-    recorder = Recorder()
-    # Generation waits one token after "<think>" until the scene has been reported.
     think = text.index("<think>") + len("<think>")
-    hold = HoldAt(forced, len(tokenizer.encode(text[:think])) + 1, recorder.scene_seen)
+    hold = HoldAt(forced, len(tokenizer.encode(text[:think])) + 1, release)
     values = _values(
         backend="transformers",
         model=str(tiny_model_dir),
@@ -359,6 +359,13 @@ def test_tiny_model_streams_through_the_same_pipeline(tiny_model_dir: Path) -> N
     )
     pipeline = AnsweringPipeline(values, {"logits_processor": [forced, hold]})
     pipeline.start()
+    return pipeline, text
+
+
+def test_tiny_model_streams_through_the_same_pipeline(tiny_model_dir: Path) -> None:
+    recorder = Recorder()
+    # Generation waits after "<think>" until the scene has been reported.
+    pipeline, text = _held_tiny_pipeline(tiny_model_dir, recorder.scene_seen)
     try:
         answer = _ask(pipeline, recorder).result(300)
         assert recorder.done.wait(5)
@@ -369,30 +376,10 @@ def test_tiny_model_streams_through_the_same_pipeline(tiny_model_dir: Path) -> N
 
 
 def test_tiny_model_cancelled_mid_stream_stops_and_frees_the_model(tiny_model_dir: Path) -> None:
-    pytest.importorskip("torch")
-    from forced_text import ForcedText
-    from transformers import AutoTokenizer
-
-    text = realistic_reply(SCENE, 0.45)(
-        {"messages": [{"content": [{"type": "text", "text": "Image size: 112 x 84"}]}]}
-    )
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    forced = ForcedText(tokenizer, text)
     recorder = Recorder()
     # Generation waits after "<think>" until the client has cancelled (the scene was streamed).
     cancelled = threading.Event()
-    think = text.index("<think>") + len("<think>")
-    hold = HoldAt(forced, len(tokenizer.encode(text[:think])) + 1, cancelled)
-    values = _values(
-        backend="transformers",
-        model=str(tiny_model_dir),
-        device="cpu",
-        min_pixels=MIN_PIXELS,
-        max_pixels=MAX_PIXELS,
-        max_new_tokens=len(tokenizer.encode(text)) + 8,
-    )
-    pipeline = AnsweringPipeline(values, {"logits_processor": [forced, hold]})
-    pipeline.start()
+    pipeline, text = _held_tiny_pipeline(tiny_model_dir, cancelled)
     try:
         handle = _ask(pipeline, recorder)
         assert recorder.scene_seen.wait(300), "the scene never streamed"
@@ -405,8 +392,7 @@ def test_tiny_model_cancelled_mid_stream_stops_and_frees_the_model(tiny_model_di
         assert recorder.events[-1][0] == "done"
         assert all("</answer>" not in p.text for p in recorder.reports)
         # The model is free: the next request is answered in full (the hold is released).
-        again = Recorder()
-        answer = _ask(pipeline, again).result(300)
+        answer = _ask(pipeline, Recorder()).result(300)
         assert answer.engine.raw_text == text
     finally:
         cancelled.set()
