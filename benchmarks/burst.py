@@ -47,34 +47,12 @@ set_default_profile(os.environ, ROOT / "spatialthinker_ros" / "config" / "fastdd
 QUESTION = "Is the red box in front of or behind the green box?"
 
 
-def _wait_all(futures: list[Any], wait: float) -> list[Any]:
-    """Results of rclpy futures spun elsewhere; None for those not done within ``wait``."""
-    done = threading.Semaphore(0)
-    for future in futures:
-        future.add_done_callback(lambda _f: done.release())
-    deadline = time.monotonic() + wait
-    for _ in futures:
-        if not done.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
-            break
-    return [f.result() if f.done() else None for f in futures]
-
-
 def _reason(message: str) -> str:
     return message.split(":")[0].split("(")[0].strip()[:50]
 
 
-def service_burst(rig: Any, count: int, wait: float) -> Counter[str]:
-    """``count`` separate clients call ~/query at once; outcome counts."""
-    from spatialthinker_msgs.srv import Query
-
-    clients = [rig.node.create_client(Query, "/spatialthinker/query") for _ in range(count)]
-    for client in clients:
-        assert client.wait_for_service(timeout_sec=20.0), "service not discovered"
-    time.sleep(1.0)  # let every client's reader match the server's writer
-    request = Query.Request(question=QUESTION, options=["in front", "behind"])
-    started = time.monotonic()
-    responses = _wait_all([c.call_async(request) for c in clients], wait)
-    elapsed = time.monotonic() - started
+def _outcomes(responses: list[Any]) -> Counter[str]:
+    """Counts of ~/query responses: answered, refused (by reason) and never answered."""
     outcomes: Counter[str] = Counter()
     for response in responses:
         if response is None:
@@ -83,15 +61,33 @@ def service_burst(rig: Any, count: int, wait: float) -> Counter[str]:
             outcomes["answered"] += 1
         else:
             outcomes[f"refused: {_reason(response.message)}"] += 1
+    return outcomes
+
+
+def service_burst(rig: Any, count: int, wait: float) -> Counter[str]:
+    """``count`` separate clients call ~/query at once; outcome counts."""
+    from node_harness import wait_all
+
+    from spatialthinker_msgs.srv import Query
+
+    with rig.side_node("burst_clients") as side:
+        clients = [side.create_client(Query, "/spatialthinker/query") for _ in range(count)]
+        for client in clients:
+            assert client.wait_for_service(timeout_sec=20.0), "service not discovered"
+        time.sleep(1.0)  # let every client's reader match the server's writer
+        request = Query.Request(question=QUESTION, options=["in front", "behind"])
+        started = time.monotonic()
+        responses = wait_all([c.call_async(request) for c in clients], wait)
+        elapsed = time.monotonic() - started
+    outcomes = _outcomes(responses)
     outcomes["_seconds"] = round(elapsed, 1)
-    for client in clients:
-        rig.node.destroy_client(client)
     return outcomes
 
 
 def goal_burst(rig: Any, count: int, wait: float, depth: int) -> Counter[str]:
     """``count`` separate action clients send a goal at once; acceptance and result counts."""
     import rclpy
+    from node_harness import wait_all
     from rclpy.action import ActionClient
     from rclpy.qos import QoSProfile
 
@@ -117,13 +113,13 @@ def goal_burst(rig: Any, count: int, wait: float, depth: int) -> Counter[str]:
         assert client.wait_for_server(timeout_sec=20.0), "action server not discovered"
     time.sleep(1.0)
     goal = QueryAction.Goal(question=QUESTION, options=["in front", "behind"])
-    handles = _wait_all([c.send_goal_async(goal) for c in clients], 30.0)
+    handles = wait_all([c.send_goal_async(goal) for c in clients], 30.0)
     outcomes: Counter[str] = Counter()
     accepted = [h for h in handles if h is not None and h.accepted]
     outcomes["goals accepted"] = len(accepted)
     outcomes["goals rejected"] = sum(1 for h in handles if h is not None and not h.accepted)
     outcomes["goals never answered"] = sum(1 for h in handles if h is None)
-    results = _wait_all([h.get_result_async() for h in accepted], wait)
+    results = wait_all([h.get_result_async() for h in accepted], wait)
     for result in results:
         if result is None:
             outcomes["result: none"] += 1
@@ -142,53 +138,46 @@ def sustained(rig: Any, calls: int, interval: float, wait: float) -> dict[str, A
     """Calls ``interval`` apart; diagnostics gaps and get_state round trips meanwhile."""
     from diagnostic_msgs.msg import DiagnosticArray
     from lifecycle_msgs.srv import GetState
+    from node_harness import wait_all
 
     from spatialthinker_msgs.srv import Query
 
     stamps: list[float] = []
-    subscription = rig.node.create_subscription(
-        DiagnosticArray,
-        "/diagnostics",
-        lambda msg: stamps.append(msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9),
-        100,
-    )
-    client = rig.node.create_client(Query, "/spatialthinker/query")
-    assert client.wait_for_service(timeout_sec=20.0)
-    request = Query.Request(question=QUESTION, options=["in front", "behind"])
     state_times: list[float] = []
-    stop = threading.Event()
+    with rig.side_node("burst_sustained") as side:
+        side.create_subscription(
+            DiagnosticArray,
+            "/diagnostics",
+            lambda msg: stamps.append(msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9),
+            100,
+        )
+        client = side.create_client(Query, "/spatialthinker/query")
+        assert client.wait_for_service(timeout_sec=20.0)
+        request = Query.Request(question=QUESTION, options=["in front", "behind"])
+        stop = threading.Event()
 
-    def poll_state() -> None:
-        while not stop.is_set():
-            started = time.monotonic()
-            future = rig.get_state.call_async(GetState.Request())
-            if _wait_all([future], 30.0)[0] is not None:
-                state_times.append(time.monotonic() - started)
-            time.sleep(0.2)
+        def poll_state() -> None:
+            while not stop.is_set():
+                started = time.monotonic()
+                future = rig.get_state.call_async(GetState.Request())
+                if wait_all([future], 30.0)[0] is not None:
+                    state_times.append(time.monotonic() - started)
+                time.sleep(0.2)
 
-    poller = threading.Thread(target=poll_state, daemon=True)
-    poller.start()
-    wall_started = time.time()
-    futures = []
-    for _ in range(calls):
-        futures.append(client.call_async(request))
-        time.sleep(interval)
-    responses = _wait_all(futures, wait)
-    wall_ended = time.time()
-    stop.set()
-    poller.join(35)
-    rig.node.destroy_subscription(subscription)
-    rig.node.destroy_client(client)
+        poller = threading.Thread(target=poll_state, daemon=True)
+        poller.start()
+        wall_started = time.time()
+        futures = []
+        for _ in range(calls):
+            futures.append(client.call_async(request))
+            time.sleep(interval)
+        responses = wait_all(futures, wait)
+        wall_ended = time.time()
+        stop.set()
+        poller.join(35)
     window = sorted(t for t in stamps if wall_started <= t <= wall_ended)
     gaps = [b - a for a, b in itertools.pairwise(window)]
-    outcomes: Counter[str] = Counter()
-    for response in responses:
-        if response is None:
-            outcomes["no response"] += 1
-        elif response.success:
-            outcomes["answered"] += 1
-        else:
-            outcomes[f"refused: {_reason(response.message)}"] += 1
+    outcomes = _outcomes(responses)
     return {
         "outcomes": outcomes,
         "diagnostics max gap (s)": max(gaps) if gaps else float("inf"),

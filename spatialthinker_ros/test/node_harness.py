@@ -208,6 +208,19 @@ def running_node(
     assert code == 0, process.log()
 
 
+def wait_all(futures: list[Any], wait: float) -> list[Any]:
+    """Results of rclpy futures spun elsewhere (the rig's or a side node's executor); None for
+    any not done within ``wait`` seconds in all."""
+    done = threading.Semaphore(0)
+    for future in futures:
+        future.add_done_callback(lambda _f: done.release())
+    deadline = time.monotonic() + wait
+    for _ in futures:
+        if not done.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
+            break
+    return [f.result() if f.done() else None for f in futures]
+
+
 def still_serving(rig: Rig, node: NodeProcess, wait: float = 30.0) -> None:
     """After a bad input or a fault: with a healthy camera, the node (still running) answers
     a good request, in 3D."""

@@ -30,7 +30,7 @@ import rclpy
 from lifecycle_msgs.msg import State, TransitionEvent
 from lifecycle_msgs.msg import Transition as LifecycleTransition
 from lifecycle_msgs.srv import GetState
-from node_harness import NODE, Rig, openai_params, running_node
+from node_harness import NODE, Rig, openai_params, running_node, wait_all
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 from rclpy.action import ActionClient
@@ -117,18 +117,6 @@ class Peer:
         return result.successful, result.reason
 
 
-def _wait_all(futures: list[Any], wait: float) -> list[Any]:
-    """Results of futures spun by the rig's executor; None for any not done within ``wait``."""
-    done = threading.Semaphore(0)
-    for future in futures:
-        future.add_done_callback(lambda _f: done.release())
-    deadline = time.monotonic() + wait
-    for _ in futures:
-        if not done.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
-            break
-    return [f.result() if f.done() else None for f in futures]
-
-
 @pytest.fixture
 def peer(rig) -> Iterator[Peer]:
     made: list[Peer] = []
@@ -156,7 +144,7 @@ def test_34_clients_at_once_each_get_an_answer_or_queue_full(server, rig, peer) 
                 assert client.wait_for_service(timeout_sec=20.0)
             time.sleep(1.0)  # every client's reply reader matched
             request = Query.Request(question=QUESTION, options=["in front", "behind"])
-            responses = _wait_all([c.call_async(request) for c in burst.clients], BOUND)
+            responses = wait_all([c.call_async(request) for c in burst.clients], BOUND)
             lost = sum(1 for r in responses if r is None)
             answered = [r for r in responses if r is not None and r.success]
             refused = [r.message for r in responses if r is not None and not r.success]
@@ -178,11 +166,11 @@ def test_20_goals_at_once_are_each_accepted_and_answered(server, rig, peer) -> N
                 assert client.wait_for_server(timeout_sec=20.0)
             time.sleep(1.0)
             goal = QueryAction.Goal(question=QUESTION, options=["in front", "behind"])
-            handles = _wait_all([c.send_goal_async(goal) for c in burst.action_clients], BOUND)
+            handles = wait_all([c.send_goal_async(goal) for c in burst.action_clients], BOUND)
             unanswered = sum(1 for h in handles if h is None)
             assert unanswered == 0, f"{unanswered} of 20 goals never accepted or rejected"
             assert all(h.accepted for h in handles)  # refusals come as results, with reasons
-            results = _wait_all([h.get_result_async() for h in handles], BOUND)
+            results = wait_all([h.get_result_async() for h in handles], BOUND)
             assert all(r is not None for r in results), process.log()[-3000:]
             for result in results:
                 assert result.result.success or result.result.message.startswith("queue full")
@@ -218,7 +206,7 @@ def test_waiting_calls_hold_no_executor_thread(server, rig, peer) -> None:
             rig.latest(rig.diagnostics, lambda _m: len(rig.diagnostics) > diagnostics_before + 2)
             diagnostics_flowing = time.monotonic()
             assert not first_answer or min(first_answer) > max(state_answered, diagnostics_flowing)
-            responses = _wait_all(futures, BOUND)
+            responses = wait_all(futures, BOUND)
             assert all(r is not None for r in responses)
             assert all(r.success or r.message.startswith("queue full") for r in responses)
     finally:
