@@ -24,7 +24,7 @@ from streaming_replies import realistic_reply, scene_fraction
 
 from spatialthinker_ros.answering.parameters import PARAMETERS
 from spatialthinker_ros.answering.pipeline import AnsweringPipeline, Frames, Progress, SceneAnswer
-from spatialthinker_ros.core.backends import BackendError, BackendOutput, GenerationSettings
+from spatialthinker_ros.core.backends import BackendError, BackendOutput, Batch, GenerationSettings
 from spatialthinker_ros.core.backends.openai_backend import OpenAIBackend
 from spatialthinker_ros.core.engine import RequestFailed
 from spatialthinker_ros.core.stream_reader import STAGES
@@ -225,7 +225,7 @@ def _backend(server: ScriptedOpenAIServer) -> OpenAIBackend:
 
 def _one(backend: OpenAIBackend, texts: list[str]) -> BackendOutput | BackendError:
     image = np.zeros((28, 28, 3), np.uint8)
-    [(_, output)] = list(backend.answers([image], ["q"], STREAM, on_text=[texts.append]))
+    [(_, output)] = list(backend.answers(Batch([image], ["q"], STREAM, on_text=[texts.append])))
     return output
 
 

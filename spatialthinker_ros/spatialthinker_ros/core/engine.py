@@ -41,6 +41,7 @@ from spatialthinker_ros.core.backends.base import (
     Backend,
     BackendError,
     BackendOutput,
+    Batch,
     GenerationSettings,
 )
 
@@ -857,11 +858,13 @@ class InferenceEngine:
         delivered: set[int] = set()
         try:
             rows = self.backend.answers(
-                [p[1] for p in prepared],
-                [p[2] for p in prepared],
-                self.config.generation,
-                cancel=[p[0].cancel_event for p in prepared],
-                on_text=on_text,
+                Batch(
+                    [p[1] for p in prepared],
+                    [p[2] for p in prepared],
+                    self.config.generation,
+                    cancel=[p[0].cancel_event for p in prepared],
+                    on_text=on_text,
+                )
             )
             for index, output in rows:
                 if not 0 <= index < len(prepared) or index in delivered:

@@ -21,6 +21,7 @@ from spatialthinker_ros.core.backends.base import (
     Backend,
     BackendError,
     BackendOutput,
+    Batch,
     GenerationSettings,
 )
 
@@ -79,6 +80,7 @@ __all__ = [
     "BackendEntry",
     "BackendError",
     "BackendOutput",
+    "Batch",
     "GenerationSettings",
     "backend_options",
     "create_backend",

@@ -66,6 +66,7 @@ class BackendError(Exception):
         self.reason = reason
 
 
+#: One finished row of a batch: its index in the batch and its outcome.
 Row = tuple[int, BackendOutput | BackendError]
 #: A batch's images: RGB ``HxWx3`` uint8 arrays.
 Images = list[np.ndarray]
@@ -75,7 +76,30 @@ Prompts = list[str]
 Cancel = Sequence[threading.Event] | None
 #: Per-row callbacks taking the text a row's model writes, while it writes it (or None).
 OnText = Sequence[Callable[[str], None] | None] | None
-"""One finished row of a batch: its index in the batch and its outcome."""
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One call's rows, as the engine hands them to :meth:`Backend.answers`.
+
+    Attributes:
+        images: RGB ``HxWx3`` uint8 arrays, already at the size the prompt states.
+        prompts: The user text for each image.
+        settings: Decoding settings shared by the batch.
+        cancel: Optional per-row events; a set event asks the backend to stop that row.
+        on_text: Optional per-row callbacks for the text as it is written (backends that
+            stream).
+    """
+
+    images: Images
+    prompts: Prompts
+    settings: GenerationSettings
+    cancel: Cancel = None
+    on_text: OnText = None
+
+    def __post_init__(self) -> None:
+        if len(self.images) != len(self.prompts):
+            raise ValueError("images and prompts differ in length")
 
 
 def clean_text(text: str) -> str:
@@ -143,50 +167,37 @@ class Backend(ABC):
             One entry per row, in order: the output or the reason that row failed.
         """
 
-    def generate_rows(
-        self,
-        images: Images,
-        prompts: Prompts,
-        settings: GenerationSettings,
-        cancel: Cancel = None,
-        on_text: OnText = None,
-    ) -> Iterator[Row]:
-        """Yield each row as soon as it is finished, in any order (same arguments as
-        ``generate``).
+    def generate_rows(self, batch: Batch) -> Iterator[Row]:
+        """Yield each row of ``batch`` as soon as it is finished, in any order.
 
         The default runs one ``generate`` call and yields its rows in order (one model batch
         finishes together). Backends whose rows finish independently (one HTTP request per row)
         override this, so a stalled row does not hold back the answers of its batch-mates.
         """
-        if on_text is None:
-            yield from enumerate(self.generate(images, prompts, settings, cancel))
+        args = (batch.images, batch.prompts, batch.settings, batch.cancel)
+        if batch.on_text is None:
+            yield from enumerate(self.generate(*args))
         else:
-            yield from enumerate(self.generate(images, prompts, settings, cancel, on_text=on_text))
+            yield from enumerate(self.generate(*args, on_text=batch.on_text))
 
     def redact(self, text: str) -> str:
         """Remove secrets from a failure reason (nothing to remove by default)."""
         return text
 
-    def answers(
-        self,
-        images: Images,
-        prompts: Prompts,
-        settings: GenerationSettings,
-        cancel: Cancel = None,
-        on_text: OnText = None,
-    ) -> Iterator[Row]:
+    def answers(self, batch: Batch) -> Iterator[Row]:
         """``generate_rows`` through the one gate every outcome leaves a backend by.
 
         Every reason is redacted and NUL is stripped from every text and reason here, so no
         code path inside a backend (an error built while reading a response, a model's raw
-        output) can leak a secret or cut a published string. ``on_text`` reaches backends that
-        stream (``supports_streaming``), its text cleaned the same way; others ignore it.
+        output) can leak a secret or cut a published string. ``batch.on_text`` reaches backends
+        that stream (``supports_streaming``), its text cleaned the same way; others ignore it.
         """
+        on_text = batch.on_text
         if on_text is not None and self.supports_streaming and any(on_text):
-            streaming = [_cleaned(callback) for callback in on_text]
-            rows = self.generate_rows(images, prompts, settings, cancel, on_text=streaming)
+            on_text = [_cleaned(callback) for callback in on_text]
         else:
-            rows = self.generate_rows(images, prompts, settings, cancel)
+            on_text = None
+        rows = self.generate_rows(dataclasses.replace(batch, on_text=on_text))
         for index, output in rows:
             if isinstance(output, BackendError):
                 yield index, BackendError(clean_text(self.redact(output.reason)))

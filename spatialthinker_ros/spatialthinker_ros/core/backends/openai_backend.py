@@ -31,10 +31,10 @@ from spatialthinker_ros.core.backends.base import (
     Backend,
     BackendError,
     BackendOutput,
+    Batch,
     Cancel,
     GenerationSettings,
     Images,
-    OnText,
     Prompts,
     Row,
 )
@@ -412,30 +412,22 @@ class OpenAIBackend(Backend):
         output_tokens = _token_count(_field(usage, "completion_tokens"))
         return BackendOutput(text, prompt_tokens, output_tokens, seconds)
 
-    def generate_rows(
-        self,
-        images: Images,
-        prompts: Prompts,
-        settings: GenerationSettings,
-        cancel: Cancel = None,
-        on_text: OnText = None,
-    ) -> Iterator[Row]:
+    def generate_rows(self, batch: Batch) -> Iterator[Row]:
         """Send every row as its own request (concurrently, within ``max_in_flight``) and
         yield each as its answer arrives.
 
-        A cancelled row stops retrying and its connection is closed. ``on_text`` gets each
-        row's text as it streams in (``settings.stream``).
+        A cancelled row stops retrying and its connection is closed. ``batch.on_text`` gets
+        each row's text as it streams in (``settings.stream``).
         """
-        if len(images) != len(prompts):
-            raise ValueError("images and prompts differ in length")
+        images, prompts, settings = batch.images, batch.prompts, batch.settings
         pool = self._pool
         if pool is None:
             yield from (
                 (i, BackendError(f"backend not loaded ({self._state})")) for i in range(len(images))
             )
             return
-        events = list(cancel) if cancel is not None else [None] * len(images)
-        callbacks = list(on_text) if on_text is not None else [None] * len(images)
+        events = list(batch.cancel) if batch.cancel is not None else [None] * len(images)
+        callbacks = list(batch.on_text) if batch.on_text is not None else [None] * len(images)
         try:
             futures = {
                 pool.submit(self._one, image, prompt, settings, event, callback): index
@@ -457,7 +449,7 @@ class OpenAIBackend(Backend):
     ) -> list[BackendOutput | BackendError]:
         """Answer a batch (rows in order; see ``generate_rows``)."""
         results: list[BackendOutput | BackendError] = [BackendError("no answer")] * len(images)
-        for index, output in self.answers(images, prompts, settings, cancel):
+        for index, output in self.answers(Batch(images, prompts, settings, cancel)):
             results[index] = output
         return results
 
