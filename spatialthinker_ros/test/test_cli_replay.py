@@ -5,76 +5,27 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 from node_harness import scripted_reply
+from recorded_camera import (
+    COMPRESSED_T,
+    IMAGE_T,
+    INFO_T,
+    TYPESTORE,
+    camera_info_message,
+    compressed_depth_message,
+    image_message,
+)
 from rosbags.rosbag2 import StoragePlugin, Writer
-from rosbags.typesys import Stores, get_typestore
 from scripted_openai_server import ScriptedOpenAIServer
 
-from spatialthinker_ros.core.images import encode_compressed_depth
-from spatialthinker_ros.core.synthetic_scene import SyntheticScene, demo_scene
+from spatialthinker_ros.core.synthetic_scene import demo_scene
 from spatialthinker_ros.tools import cli
 
-TYPESTORE = get_typestore(Stores.ROS2_JAZZY)
-IMAGE_T, INFO_T = "sensor_msgs/msg/Image", "sensor_msgs/msg/CameraInfo"
-COMPRESSED_T = "sensor_msgs/msg/CompressedImage"
 COLOUR, DEPTH, INFO = "/cam/color/image_raw", "/cam/depth/image_raw", "/cam/color/camera_info"
 # Where image_transport's compressed_depth plugin publishes (and a bag records) DEPTH.
 COMPRESSED_DEPTH = DEPTH + "/compressedDepth"
 STORAGE = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
-
-
-def _header(t: float) -> object:
-    types = TYPESTORE.types
-    stamp = types["builtin_interfaces/msg/Time"](sec=int(t), nanosec=round((t % 1) * 1e9))
-    return types["std_msgs/msg/Header"](stamp=stamp, frame_id="cam")
-
-
-def _image(t: float, array: np.ndarray, encoding: str, broken: bool = False) -> object:
-    height, width = array.shape[:2]
-    data = np.ascontiguousarray(array).view(np.uint8).reshape(-1)
-    if broken:
-        data = data[: data.size // 2]  # shorter than step * height: undecodable
-    step = data.size // height if not broken else array.strides[0]
-    return TYPESTORE.types[IMAGE_T](
-        header=_header(t),
-        height=height,
-        width=width,
-        encoding=encoding,
-        is_bigendian=0,
-        step=step,
-        data=data,
-    )
-
-
-def _compressed_depth(t: float, depth_mm: np.ndarray) -> object:
-    """The depth frame as image_transport's compressed_depth plugin sends it (16UC1 PNG)."""
-    encoded = encode_compressed_depth(depth_mm, "16UC1")
-    return TYPESTORE.types[COMPRESSED_T](
-        header=_header(t), format=encoded.format, data=np.frombuffer(bytes(encoded.data), np.uint8)
-    )
-
-
-def _camera_info(t: float, scene: SyntheticScene) -> object:
-    k = scene.intrinsics
-    types = TYPESTORE.types
-    roi = types["sensor_msgs/msg/RegionOfInterest"](
-        x_offset=0, y_offset=0, height=0, width=0, do_rectify=False
-    )
-    return types[INFO_T](
-        header=_header(t),
-        height=k.height,
-        width=k.width,
-        distortion_model="plumb_bob",
-        d=np.zeros(5),
-        k=np.array([k.fx, 0, k.cx, 0, k.fy, k.cy, 0, 0, 1], dtype=np.float64),
-        r=np.eye(3).reshape(-1),
-        p=np.array([k.fx, 0, k.cx, 0, 0, k.fy, k.cy, 0, 0, 0, 1, 0.0]),
-        binning_x=0,
-        binning_y=0,
-        roi=roi,
-    )
 
 
 def write_bag(
@@ -104,13 +55,13 @@ def write_bag(
         for i in range(frames):
             t = 100.0 + 0.1 * i
             messages = {
-                COLOUR: _image(t, scene.rgb, "rgb8", broken=i in broken),
+                COLOUR: image_message(t, scene.rgb, "rgb8", broken=i in broken),
                 DEPTH: (
-                    _compressed_depth(t + 0.002, scene.depth_mm)
+                    compressed_depth_message(t + 0.002, scene.depth_mm)
                     if compressed_depth
-                    else _image(t + 0.002, scene.depth_mm, "16UC1")
+                    else image_message(t + 0.002, scene.depth_mm, "16UC1")
                 ),
-                INFO: _camera_info(t, scene),
+                INFO: camera_info_message(t, scene),
             }
             # Depth recorded before colour on odd frames: matching must not depend on order.
             order = [INFO, DEPTH, COLOUR] if i % 2 else [INFO, COLOUR, DEPTH]

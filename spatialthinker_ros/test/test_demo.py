@@ -3,40 +3,23 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from demo_runner import run_demo
 from node_harness import scripted_reply
 from scripted_openai_server import ScriptedOpenAIServer
 
 from spatialthinker_ros.core.synthetic_scene import demo_scene
 from spatialthinker_ros.tools.sample_data import SAMPLE_DIR, load_sample
 
-ROOT = Path(__file__).resolve().parents[2]
-DEMO = ROOT / "tools" / "demo.py"
-
-
-def _demo(args: list[str], timeout: float = 120.0, **env: str) -> subprocess.CompletedProcess:
-    environment = {**os.environ, **env}
-    return subprocess.run(
-        [sys.executable, str(DEMO), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=environment,
-        cwd=ROOT,
-    )
-
 
 def test_demo_with_the_tiny_model_answers_and_writes_outputs(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    done = _demo(
+    done = run_demo(
         [
             "--model",
             str(tiny_model_dir),
@@ -63,7 +46,7 @@ def test_demo_with_the_tiny_model_answers_and_writes_outputs(
 def test_demo_prints_the_scene_graph_with_3d_positions(tmp_path: Path) -> None:
     scene = demo_scene()
     with ScriptedOpenAIServer(default_reply=scripted_reply(scene)) as server:
-        done = _demo(
+        done = run_demo(
             [
                 "--backend",
                 "openai",
@@ -95,7 +78,7 @@ def test_demo_prints_the_scene_graph_with_3d_positions(tmp_path: Path) -> None:
 
 
 def test_demo_offline_without_the_model_says_how_to_pass_a_directory(tmp_path: Path) -> None:
-    done = _demo(["--output", str(tmp_path)], timeout=30, HF_HUB_OFFLINE="1")
+    done = run_demo(["--output", str(tmp_path)], timeout=30, HF_HUB_OFFLINE="1")
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert "OX-PIXL/SpatialThinker-7B" in done.stderr and "MODEL=/path/to" in done.stderr
@@ -107,7 +90,7 @@ def test_demo_with_an_unusable_model_directory_fails_clearly(tmp_path: Path, kin
     model = tmp_path / "model"
     if kind == "empty":
         model.mkdir()  # passes the quick check: the node itself fails to load it
-    done = _demo(["--model", str(model), "--output", str(tmp_path / "o"), "--quiet"], timeout=60)
+    done = run_demo(["--model", str(model), "--output", str(tmp_path / "o"), "--quiet"], timeout=60)
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     first = done.stderr.splitlines()[0]
@@ -143,7 +126,7 @@ def test_demo_plays_your_own_frames_with_sample_dir(tmp_path: Path) -> None:
     with ScriptedOpenAIServer(default_reply=scripted_reply(scene)) as server:
         argv = ["--sample", str(frames), "--backend", "openai", "--quiet", "--timeout", "90"]
         argv += ["--param", f"openai.base_url:={server.base_url}", "--output", str(tmp_path / "o")]
-        done = _demo(argv)
+        done = run_demo(argv)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     data = json.loads((tmp_path / "o" / "answer.json").read_text())
     # The folder's question went to the node, and no ground truth is claimed.
@@ -157,7 +140,7 @@ def test_demo_plays_your_own_frames_with_sample_dir(tmp_path: Path) -> None:
 
 def test_demo_names_what_is_missing_from_your_frames(tmp_path: Path) -> None:
     frames = _own_frames(tmp_path / "mine", {"question": "q?", "options": []})
-    done = _demo(["--sample", str(frames), "--output", str(tmp_path / "o")], timeout=30)
+    done = run_demo(["--sample", str(frames), "--output", str(tmp_path / "o")], timeout=30)
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     line = done.stderr.strip().splitlines()[-1]

@@ -7,6 +7,7 @@ import struct
 import cv2
 import numpy as np
 import pytest
+from png_bomb import png_bomb
 from sensor_msgs.msg import CompressedImage, Image
 
 from spatialthinker_ros.core.images import (
@@ -262,23 +263,6 @@ def test_compressed_depth_errors(fmt: str, data: bytes, needle: str) -> None:
     with pytest.raises(ValueError) as info:
         decode_compressed_depth(msg)
     assert needle in str(info.value)
-
-
-def png_bomb(width: int, height: int) -> bytes:
-    """A valid grey PNG of ``width x height`` zero pixels, a few hundred kB for gigapixels."""
-    import zlib
-
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        crc = zlib.crc32(kind + payload) & 0xFFFFFFFF
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
-
-    compressor = zlib.compressobj(9)
-    row = bytes(width + 1)  # filter byte + pixels
-    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-    )
 
 
 @pytest.mark.parametrize("fmt", ["png", "jpeg", "progressive"])

@@ -36,9 +36,9 @@ from node_harness import (
     scripted_reply,
     still_serving,
 )
+from png_bomb import png_bomb
 from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import String
-from test_images import png_bomb
 
 from spatialthinker_msgs.action import Query as QueryAction
 from spatialthinker_msgs.srv import Query

@@ -24,12 +24,12 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from demo_runner import run_demo
 from node_harness import Rig, running_node, spatialthinker_reply
 from real_rgbd import REAL_RGBD_DIR, load_real_frames
+from recorded_camera import IMAGE_T, INFO_T, TYPESTORE, camera_info_message, image_message
 from rosbags.rosbag2 import StoragePlugin, Writer
 from scripted_openai_server import ScriptedOpenAIServer
-from test_cli_replay import IMAGE_T, INFO_T, TYPESTORE, _camera_info, _image
-from test_demo import _demo
 
 from spatialthinker_ros.core.synthetic_scene import SyntheticScene
 from spatialthinker_ros.tools import cli
@@ -108,9 +108,9 @@ def _write_bag(
     unless given; 2 ms later), CameraInfo (the frame's unless given)."""
     t = 100.0
     messages = {
-        "/cam/color/image_raw": (IMAGE_T, _image(t, rgb, "rgb8")),
-        "/cam/depth/image_raw": (IMAGE_T, _image(t + 0.002, *depth)),
-        "/cam/color/camera_info": (INFO_T, info or _camera_info(t, _scene(rgb))),
+        "/cam/color/image_raw": (IMAGE_T, image_message(t, rgb, "rgb8")),
+        "/cam/depth/image_raw": (IMAGE_T, image_message(t + 0.002, *depth)),
+        "/cam/color/camera_info": (INFO_T, info or camera_info_message(t, _scene(rgb))),
     }
     with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
         for offset, (topic, (msgtype, msg)) in enumerate(messages.items()):
@@ -180,7 +180,7 @@ def _demo_answer(server: ScriptedOpenAIServer, folder: Path) -> dict:
     out = folder.parent / "demo_out"
     argv = ["--sample", str(folder), "--backend", "openai", "--model", MODEL, "--quiet"]
     argv += ["--param", f"openai.base_url:={server.base_url}", "--param", f"depth.scale:={SCALE}"]
-    done = _demo([*argv, "--timeout", "90", "--output", str(out)])
+    done = run_demo([*argv, "--timeout", "90", "--output", str(out)])
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return json.loads((out / "answer.json").read_text(encoding="utf-8"))
 
@@ -232,7 +232,7 @@ def test_a_camera_info_with_a_region_of_interest_reads_alike_from_yaml_and_from_
     x0, y0, width, height = 64, 8, 800, 600
     fx, fy, cx, cy = k.fx, k.fy, k.cx + x0, k.cy + y0
     message = dataclasses.replace(
-        _camera_info(100.0, _scene(rgb)),
+        camera_info_message(100.0, _scene(rgb)),
         width=width,
         height=height,
         k=np.array([fx, 0, cx, 0, fy, cy, 0, 0, 1.0]),
