@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 from diagnostic_msgs.msg import DiagnosticStatus
-from node_harness import running_node
+from node_harness import openai_params, running_node
 
 from spatialthinker_ros.core.model_frame import native_frame_warning
 
@@ -18,21 +18,16 @@ MAX_PIXELS = 128 * 28 * 28
 
 @pytest.fixture(scope="module")
 def node(server, rig):
-    with running_node(
-        rig,
+    params = openai_params(
+        server.base_url,
         {
-            "backend": "openai",
             "model": "spatialthinker-test",
-            "openai.base_url": server.base_url,
-            "openai.max_retries": 0,
             "coordinate_policy": "native",
             "min_pixels": 3136,
             "max_pixels": MAX_PIXELS,
-            "request_timeout": 20.0,
-            "max_frame_age": 3.0,
-            "diagnostics_period": 0.2,
         },
-    ) as process:
+    )
+    with running_node(rig, params) as process:
         yield process
 
 
