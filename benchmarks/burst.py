@@ -153,6 +153,9 @@ def sustained(rig: Any, calls: int, interval: float, wait: float) -> dict[str, A
         )
         client = side.create_client(Query, "/spatialthinker/query")
         assert client.wait_for_service(timeout_sec=20.0)
+        deadline = time.monotonic() + 10.0
+        while not stamps and time.monotonic() < deadline:  # the subscription has matched
+            time.sleep(0.05)
         request = Query.Request(question=QUESTION, options=["in front", "behind"])
         stop = threading.Event()
 
