@@ -272,6 +272,21 @@ class TestRuntimeParameters:
         assert client.set("depth.min_depth", 0.2) == (True, "")
         assert client.set("depth.min_depth", 0.1) == (True, "")
 
+    def test_depth_parameters_apply_to_the_next_answer(self, serving, rig, peer) -> None:
+        # Was accepted and ignored: the lifting kept the values of configure time. Every object
+        # of the demo scene is beyond 0.3 m, so with depth.max_depth 0.3 none has 3D.
+        client = peer()
+        try:
+            assert client.set("depth.max_depth", 0.3) == (True, "")
+            response = rig.query(wait=30)
+            assert response.success, response.message
+            (obj, *_) = response.answer.scene_graph.objects
+            assert not obj.has_3d and "0.1..0.3 m" in obj.no_3d_reason, obj.no_3d_reason
+        finally:
+            assert client.set("depth.max_depth", 10.0) == (True, "")
+        response = rig.query(wait=30)
+        assert response.success and response.answer.scene_graph.objects[0].has_3d
+
 
 def test_bad_value_at_startup_leaves_a_consistent_unconfigured_node(server, rig, peer) -> None:
     from node_harness import NodeProcess

@@ -58,6 +58,7 @@ from spatialthinker_ros.core.relation_check import (
 from spatialthinker_ros.core.stream_reader import StreamReader
 
 __all__ = [
+    "LIFT_PARAMETERS",
     "MAX_OPTIONS",
     "MAX_OPTION_CHARS",
     "MAX_PROGRESS_TEXT",
@@ -136,6 +137,16 @@ def engine_config(values: Mapping[str, Any], **overrides: Any) -> EngineConfig:
     }
     config.update(overrides)
     return EngineConfig(**config)
+
+
+#: The parameters :func:`lift_params` reads: a running node applies changes to them at once.
+LIFT_PARAMETERS = (
+    "depth.shrink",
+    "depth.min_depth",
+    "depth.max_depth",
+    "depth.min_valid_pixels",
+    "depth.min_size",
+)
 
 
 def lift_params(values: Mapping[str, Any]) -> LiftParams:
@@ -521,6 +532,15 @@ class AnsweringPipeline:
         # Seconds to each answer's scene graph, for its percentiles beside the total latency.
         self._scene_times: deque[float] = deque(maxlen=self.engine.config.latency_window)
         self._scene_lock = threading.Lock()
+
+    def update_lifting(self, values: Mapping[str, Any]) -> None:
+        """Lift the answers built from now on with ``values`` (:data:`LIFT_PARAMETERS`): the
+        one part of the pipeline a running node changes without configuring again.
+
+        Raises:
+            ValueError: Values out of range (the problem named); the lifting is unchanged.
+        """
+        self.lift = lift_params(values)
 
     @property
     def model_name(self) -> str:

@@ -44,6 +44,7 @@ from spatialthinker_ros.answering.parameters import (
     validate_all,
 )
 from spatialthinker_ros.answering.pipeline import (
+    LIFT_PARAMETERS,
     AnswerHandle,
     AnsweringPipeline,
     Frames,
@@ -158,12 +159,15 @@ class SpatialThinkerNode(LifecycleNode):
         return SetParametersResult(successful=not reason, reason=reason or "")
 
     def _after_set_parameters(self, params: list[Parameter]) -> None:
-        if self._active and any(p.name == "rate_hz" for p in params):
-            try:
+        names = {p.name for p in params}
+        try:  # never out of a parameter callback: that kills the node
+            if self._pipeline is not None and names.intersection(LIFT_PARAMETERS):
+                self._pipeline.update_lifting(self._parameter_values())  # the next answers'
+            if self._active and "rate_hz" in names:
                 self._start_continuous()
-            except Exception as error:  # never out of a parameter callback: that kills the node
-                self._input_errors["continuous"] = f"continuous mode not started: {error}"
-                self.get_logger().error(f"continuous mode not started: {error}")
+        except Exception as error:
+            self._input_errors["parameters"] = f"{', '.join(sorted(names))} not applied: {error}"
+            self.get_logger().error(self._input_errors["parameters"])
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -273,13 +277,8 @@ class SpatialThinkerNode(LifecycleNode):
     # ------------------------------------------------------------------- inputs
 
     def _subscribe_inputs(self) -> None:
-        self._inputs.subscribe(
-            str(self._param("qos_reliability")),
-            int(self._param("qos_depth")),
-            str(self._param("image_transport")),
-            str(self._param("depth_transport")),
-            bool(self._param("use_depth")),
-        )
+        names = ("qos_reliability", "qos_depth", "image_transport", "depth_transport", "use_depth")
+        self._inputs.subscribe(*(self._param(name) for name in names))  # typed by declaration
 
     # ----------------------------------------------------------------- requests
 
