@@ -213,3 +213,30 @@ def test_ask_reads_16_bit_depth_in_the_units_given_by_depth_scale(
     for right, tum in zip(outputs["mm"]["objects"], outputs["tum"]["objects"], strict=True):
         assert right["has_3d"] and tum["has_3d"]
         np.testing.assert_allclose(tum["center"], right["center"], atol=0.01)
+
+
+def test_relations_up_flag_chooses_where_up_comes_from(
+    capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    # The sample is a level synthetic camera: measured, up stays the camera's -y (nothing added
+    # to the evidence); --relations-up down takes the camera's -z, and the evidence says so.
+    sample = load_sample()
+    relation = ("green_box.1", "above", "red_box.1")
+    evidence = {}
+    with ScriptedOpenAIServer(
+        default_reply=scripted_reply(demo_scene(), relations=(relation,))
+    ) as server:
+        for policy in ("measured", "down"):
+            argv = ["ask", str(IMAGE), "-q", sample.question, "--options", ",".join(sample.options)]
+            argv += ["--depth", str(DEPTH), "--camera-info", str(INFO), "--no-annotate"]
+            argv += ["--output", str(tmp_path / policy), "--compact", "--relations-up", policy]
+            argv += ["--backend", "openai", "--openai-base-url", server.base_url]
+            code, out, err = _run(capsys, argv)
+            assert code == 0, err
+            (checked,) = json.loads(out)["relations"]
+            evidence[policy] = checked["evidence"]
+    assert "up measured" not in evidence["measured"] and "-z" not in evidence["measured"]
+    assert "relations.up 'down'" in evidence["down"] or "up measured" in evidence["down"]
+    assert evidence["down"] != evidence["measured"]
+    code, _, err = _run(capsys, ["ask", str(IMAGE), "-q", "q?", "--relations-up", "sideways"])
+    assert code != 0 and "sideways" in err

@@ -11,7 +11,7 @@ import pytest
 from real_rgbd import REAL_RGBD_DIR, load_real_frames
 
 from spatialthinker_ros.core.camera import CameraIntrinsics
-from spatialthinker_ros.core.gravity import UpEstimate, estimate_up, levelling_rotation
+from spatialthinker_ros.core.gravity import UpEstimate, estimate_up, levelling_rotation, scene_up
 
 K = CameraIntrinsics(525.0, 525.0, 319.5, 239.5, 640, 480)
 
@@ -126,3 +126,25 @@ def test_the_tum_office_camera_looks_down_at_the_desks() -> None:
     # Pitched down (up leans towards the camera's -z), hardly rolled.
     assert 20.0 < up.tilt_deg < 40.0
     assert up.vector[2] < -0.3 and abs(up.vector[0]) < 0.1
+
+
+def test_a_camera_looking_straight_down_needs_the_down_policy() -> None:
+    # A manipulation camera over a table: the table's normal points at the camera (-z), 90 deg
+    # from the -y a level camera assumes, so 'measured' finds nothing and keeps -y; 'down'
+    # searches around -z and finds the table's normal, 8 deg off for a camera pitched 82 deg.
+    rotation = _rotation(82, 0)
+    table = _room(rotation, height=0.8, wall=None)
+    truth = rotation.T @ np.array([0.0, -1.0, 0.0])
+    assert scene_up(table, K, "measured") is None
+    down = scene_up(table, K, "down")
+    assert down is not None and down.measured
+    assert _angle(down.vector, truth) < 1.0
+    assert "deg from the camera's -y" in down.describe()
+    # Nothing to measure: 'down' keeps the camera's -z and says so.
+    blank = scene_up(np.full((K.height, K.width), np.nan, np.float32), K, "down")
+    assert blank == UpEstimate((0.0, 0.0, -1.0), 90.0, 0.0, measured=False)
+    assert "relations.up 'down'" in blank.describe()
+    # 'level' never measures: a pitched room keeps the camera's -y.
+    assert scene_up(_room(_rotation(30, 0)), K, "level") is None
+    with pytest.raises(ValueError, match=r"relations\.up must be one of measured, level, down"):
+        scene_up(table, K, "sideways")

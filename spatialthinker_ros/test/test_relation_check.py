@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from spatialthinker_ros.core.gravity import UpEstimate
 from spatialthinker_ros.core.lifting import Lifted3D, lift_boxes
 from spatialthinker_ros.core.parsing import ParsedObject, ParsedRelation, SpatialResult
 from spatialthinker_ros.core.relation_check import (
@@ -378,3 +379,21 @@ def test_contradiction_counter_counts_within_the_window() -> None:
     assert counter.in_window(now=161.0) == 1
     assert counter.in_window(now=300.0) == 0
     assert counter.total == 3
+
+
+def test_on_and_above_seen_by_a_camera_looking_straight_down() -> None:
+    # A cup (10 cm tall) on a table seen from 1 m straight above: the cup's top is 0.9 m from
+    # the camera, the table's 1.0 m. Along the camera's -y (a level camera) the two are side by
+    # side in the image plane; with up along the camera's -z the cup stands on the table.
+    cup = Lifted3D((0.0, 0.0, 0.95), (0.08, 0.08, 0.1), 200, 0.9, "", 0.9)
+    table = Lifted3D((0.0, 0.0, 1.35), (1.0, 0.6, 0.7), 200, 0.9, "", 1.0)
+    down = UpEstimate((0.0, 0.0, -1.0), 90.0, 0.0, measured=False)
+    assert check_relation("cup.1", "on", "table.1", cup, table).verdict != C
+    on = check_relation("cup.1", "on", "table.1", cup, table, down)
+    assert on.verdict == C, on.evidence
+    assert "relations.up 'down'" in on.evidence
+    assert check_relation("cup.1", "above", "table.1", cup, table, down).verdict == C
+    assert check_relation("table.1", "above", "cup.1", table, cup, down).verdict == X
+    # A plate beside the table on the floor (1.8 m away): not on it.
+    floor_plate = Lifted3D((0.9, 0.0, 1.79), (0.2, 0.2, 0.02), 200, 0.9, "", 1.78)
+    assert check_relation("plate.1", "on", "table.1", floor_plate, table, down).verdict == X

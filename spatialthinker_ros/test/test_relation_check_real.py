@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from real_rgbd import REAL_RGBD_DIR, load_real_frames
 
-from spatialthinker_ros.answering.pipeline import Frames, lift_scene
+from spatialthinker_ros.answering.pipeline import Frames, SceneParams, lift_scene
 from spatialthinker_ros.core.gravity import estimate_up
-from spatialthinker_ros.core.lifting import LiftParams, lift_boxes
+from spatialthinker_ros.core.lifting import lift_boxes
 from spatialthinker_ros.core.parsing import (
     ParsedObject,
     ParsedRelation,
@@ -140,9 +140,11 @@ def test_the_pipeline_measures_up_only_for_relations_about_gravity() -> None:
     def parsed(*relations: tuple[str, str, str]) -> SpatialResult:
         return SpatialResult(objects=objects, relations=[ParsedRelation(*r) for r in relations])
 
-    beside = lift_scene(parsed(("chair.1", "left of", "chair.2")), frames, LiftParams())
+    beside = lift_scene(parsed(("chair.1", "left of", "chair.2")), frames, SceneParams())
     assert beside.up is None  # nothing about gravity: no estimate made
-    lifting = lift_scene(parsed(("dice.1", "on", "chair.1")), frames, LiftParams())
+    level = lift_scene(parsed(("dice.1", "on", "chair.1")), frames, SceneParams(up="level"))
+    assert level.up is None  # relations.up 'level': the camera's -y, never measured
+    lifting = lift_scene(parsed(("dice.1", "on", "chair.1")), frames, SceneParams())
     assert lifting.up is not None and 20 < lifting.up.tilt_deg < 40
     (check,) = verify_relations(
         parsed(("dice.1", "on", "chair.1")), lifting.lifted, lifting.up

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from spatialthinker_ros.core.backends import BACKEND_NAMES
+from spatialthinker_ros.core.gravity import UP_POLICIES
 from spatialthinker_ros.core.model_frame import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
 
 
@@ -354,6 +355,16 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "true: the colour/depth images are rectified (image_rect*): intrinsics from"
         " camera_info P, distortion D ignored. false: they are as the sensor took them"
         " (image_raw): K is used and a non-zero D is undone before back-projection.",
+    ),
+    # Depth-verified relations
+    ParamSpec(
+        "relations.up",
+        "measured",
+        "Where up is for checking above/below/on: 'measured' from the depth's floors and"
+        " table tops, searched within 45 deg of the camera's -y (the camera's -y when the"
+        " frame shows too little of them); 'level': the camera's -y as it is; 'down': a"
+        " camera looking straight down, searched around its -z.",
+        choices=UP_POLICIES,
     ),
     # Continuous mode
     ParamSpec(

@@ -46,7 +46,7 @@ from spatialthinker_ros.core.engine import (
     percentile,
     to_source_pixels,
 )
-from spatialthinker_ros.core.gravity import UpEstimate, estimate_up
+from spatialthinker_ros.core.gravity import UP_POLICIES, UpEstimate, scene_up
 from spatialthinker_ros.core.lifting import Lifted3D, LiftParams, lift_boxes
 from spatialthinker_ros.core.parsing import SpatialResult
 from spatialthinker_ros.core.relation_check import (
@@ -58,10 +58,10 @@ from spatialthinker_ros.core.relation_check import (
 from spatialthinker_ros.core.stream_reader import StreamReader
 
 __all__ = [
-    "LIFT_PARAMETERS",
     "MAX_OPTIONS",
     "MAX_OPTION_CHARS",
     "MAX_PROGRESS_TEXT",
+    "SCENE_PARAMETERS",
     "AnswerHandle",
     "AnsweringPipeline",
     "Frames",
@@ -69,6 +69,7 @@ __all__ = [
     "Progress",
     "RequestRejected",
     "SceneAnswer",
+    "SceneParams",
     "SceneProgress",
     "build_answer",
     "check_question",
@@ -76,6 +77,7 @@ __all__ = [
     "intrinsics_for_colour",
     "lift_params",
     "lift_scene",
+    "scene_params",
 ]
 
 #: Options a multiple-choice question may have (letters A-Z).
@@ -139,14 +141,41 @@ def engine_config(values: Mapping[str, Any], **overrides: Any) -> EngineConfig:
     return EngineConfig(**config)
 
 
-#: The parameters :func:`lift_params` reads: a running node applies changes to them at once.
-LIFT_PARAMETERS = (
+#: The parameters :func:`scene_params` reads: a running node applies changes to them at once.
+SCENE_PARAMETERS = (
     "depth.shrink",
     "depth.min_depth",
     "depth.max_depth",
     "depth.min_valid_pixels",
     "depth.min_size",
+    "relations.up",
 )
+
+
+@dataclass(frozen=True)
+class SceneParams:
+    """How an answer's scene is measured.
+
+    Attributes:
+        lift: The lifting's settings (``depth.*``).
+        up: Where up comes from for above, below and on (``relations.up``, one of
+            :data:`spatialthinker_ros.core.gravity.UP_POLICIES`).
+    """
+
+    lift: LiftParams = field(default_factory=LiftParams)
+    up: str = "measured"
+
+
+def scene_params(values: Mapping[str, Any]) -> SceneParams:
+    """The scene's settings from the ``depth.*`` and ``relations.up`` parameter values.
+
+    Raises:
+        ValueError: Values out of range (the problem named).
+    """
+    up = str(values["relations.up"])
+    if up not in UP_POLICIES:
+        raise ValueError(f"relations.up must be one of {', '.join(UP_POLICIES)}, not {up!r}")
+    return SceneParams(lift_params(values), up)
 
 
 def lift_params(values: Mapping[str, Any]) -> LiftParams:
@@ -238,16 +267,15 @@ class Lifting:
     up: UpEstimate | None = None
 
 
-def lift_scene(parsed: SpatialResult, frames: Frames, params: LiftParams) -> Lifting:
-    """Lift every object of an answer to 3D."""
+def lift_scene(parsed: SpatialResult, frames: Frames, params: SceneParams) -> Lifting:
+    """Lift every object of an answer to 3D (and find up when a relation is about gravity)."""
     boxes = [obj.bbox for obj in parsed.objects]
     if frames.depth_m is None or frames.intrinsics is None:
         reason = frames.no_depth_reason
         wanted = bool(reason and boxes and frames.depth_wanted)
         return Lifting(None, reason, [f"no 3D: {reason}"] if wanted else [])
-    units = depth_range_warning(
-        frames.depth_m, params.min_depth, params.max_depth, frames.depth_scale
-    )
+    lift = params.lift
+    units = depth_range_warning(frames.depth_m, lift.min_depth, lift.max_depth, frames.depth_scale)
     warnings = [units] if units else []
     if not boxes:
         return Lifting([], "", warnings, units)
@@ -257,7 +285,7 @@ def lift_scene(parsed: SpatialResult, frames: Frames, params: LiftParams) -> Lif
             frames.depth_m,
             frames.intrinsics,
             image_size=frames.size,
-            params=params,
+            params=lift,
             labels=[obj.id for obj in parsed.objects],
         )
     except ValueError as error:
@@ -268,7 +296,7 @@ def lift_scene(parsed: SpatialResult, frames: Frames, params: LiftParams) -> Lif
     vertical = any(
         normalise_predicate(rel.predicate) in VERTICAL_FAMILIES for rel in parsed.relations
     )
-    up = estimate_up(frames.depth_m, frames.intrinsics) if vertical else None
+    up = scene_up(frames.depth_m, frames.intrinsics, params.up) if vertical else None
     return Lifting(lifted, "", warnings, units, up)
 
 
@@ -326,7 +354,7 @@ def build_answer(
     options: Sequence[str],
     result: EngineResult,
     frames: Frames,
-    params: LiftParams,
+    params: SceneParams,
     scene_s: float | None = None,
 ) -> SceneAnswer:
     """Lift, depth-check and assemble one engine result into a :class:`SceneAnswer`.
@@ -406,7 +434,7 @@ class _Streaming:
         request_id: str,
         options: Sequence[str],
         frames: Frames,
-        params: LiftParams,
+        params: SceneParams,
         on_progress: Callable[[Progress], None],
     ) -> None:
         self.request_id = request_id
@@ -524,7 +552,7 @@ class AnsweringPipeline:
         **engine_overrides: Any,
     ) -> None:
         self.values = dict(values)
-        self.lift = lift_params(values)
+        self.scene = scene_params(values)
         name = str(values["backend"])
         options = {**backend_options(name, values), **(backend_extras or {})}
         self.backend = create_backend(name, **options)
@@ -533,14 +561,15 @@ class AnsweringPipeline:
         self._scene_times: deque[float] = deque(maxlen=self.engine.config.latency_window)
         self._scene_lock = threading.Lock()
 
-    def update_lifting(self, values: Mapping[str, Any]) -> None:
-        """Lift the answers built from now on with ``values`` (:data:`LIFT_PARAMETERS`): the
-        one part of the pipeline a running node changes without configuring again.
+    def update_scene(self, values: Mapping[str, Any]) -> None:
+        """Measure the scenes of the answers built from now on with ``values``
+        (:data:`SCENE_PARAMETERS`): the one part of the pipeline a running node changes
+        without configuring again.
 
         Raises:
-            ValueError: Values out of range (the problem named); the lifting is unchanged.
+            ValueError: Values out of range (the problem named); nothing changes.
         """
-        self.lift = lift_params(values)
+        self.scene = scene_params(values)
 
     @property
     def model_name(self) -> str:
@@ -595,7 +624,7 @@ class AnsweringPipeline:
                 never after the answer: its last report comes before ``on_done``.
         """
         streaming = (
-            _Streaming(request_id, options, frames, self.lift, on_progress)
+            _Streaming(request_id, options, frames, self.scene, on_progress)
             if on_progress is not None
             else None
         )
@@ -619,7 +648,7 @@ class AnsweringPipeline:
             try:
                 result: EngineResult = engine_future.result()
                 answer = build_answer(
-                    request_id, question, options, result, frames_, self.lift, scene_s
+                    request_id, question, options, result, frames_, self.scene, scene_s
                 )
                 with self._scene_lock:
                     self._scene_times.append(answer.scene_s)

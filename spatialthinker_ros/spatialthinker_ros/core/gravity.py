@@ -42,26 +42,37 @@ class UpEstimate:
     Attributes:
         vector: Unit vector ``(x, y, z)``; ``(0, -1, 0)`` for a level camera.
         tilt_deg: Angle between it and the camera's ``-y``.
-        support: Share of the valid depth grid on surfaces facing this way.
+        support: Share of the valid depth grid on surfaces facing this way (0 when not
+            measured).
+        measured: Whether it was measured from the depth (else it is the camera's -z of a
+            camera looking straight down, see :data:`UP_POLICIES`).
     """
 
     vector: tuple[float, float, float]
     tilt_deg: float
     support: float
+    measured: bool = True
 
     def describe(self) -> str:
         """One line for evidence and logs."""
+        if not self.measured:
+            return "up is the camera's -z (relations.up 'down': the camera looks straight down)"
         return (
-            f"up measured from the horizontal surfaces, {self.tilt_deg:.0f} deg from the camera's"
+            f"up measured from the horizontal surfaces, {self.tilt_deg:.0f} deg from the"
+            " camera's -y"
         )
 
 
-CAMERA_UP = np.array([0.0, -1.0, 0.0])
+CAMERA_UP = (0.0, -1.0, 0.0)
+#: Where up comes from (the ``relations.up`` parameter): ``measured`` searches the depth around
+#: the camera's -y and keeps the camera's -y when it finds too little horizontal surface;
+#: ``level`` takes the camera's -y as it is (a level camera); ``down`` searches around the
+#: camera's -z, for a camera that looks straight down on a table, and keeps -z when unsure.
+UP_POLICIES = ("measured", "level", "down")
 
 
 def _normals(depth_m: np.ndarray, intrinsics: CameraIntrinsics) -> np.ndarray:
-    """Unit normals (N x 3) of the continuous surfaces on a coarse grid, on the camera's upper
-    side (``n_y <= 0``), with the share of the grid they come from."""
+    """Unit normals (N x 3, either sign) of the continuous surfaces on a coarse grid."""
     height, width = depth_m.shape
     k = intrinsics.scaled(width, height)
     step = max(1, round(max(width, height) / GRID))
@@ -80,12 +91,14 @@ def _normals(depth_m: np.ndarray, intrinsics: CameraIntrinsics) -> np.ndarray:
             ok &= np.abs(neighbour - centre) < tolerance
     length = np.linalg.norm(normals, axis=-1)
     ok &= length > 0
-    unit = normals[ok] / length[ok][:, None]
-    unit[unit[:, 1] > 0] *= -1.0
-    return unit
+    return normals[ok] / length[ok][:, None]
 
 
-def estimate_up(depth_m: np.ndarray, intrinsics: CameraIntrinsics) -> UpEstimate | None:
+def estimate_up(
+    depth_m: np.ndarray,
+    intrinsics: CameraIntrinsics,
+    prior: tuple[float, float, float] = CAMERA_UP,
+) -> UpEstimate | None:
     """The scene's up direction from a depth image, or None when the frame does not show
     enough horizontal surface to tell.
 
@@ -93,13 +106,16 @@ def estimate_up(depth_m: np.ndarray, intrinsics: CameraIntrinsics) -> UpEstimate
         depth_m: ``HxW`` depth in metres, NaN (or <= 0) where invalid.
         intrinsics: Pinhole intrinsics of the depth image, at any resolution with its aspect
             ratio.
+        prior: Camera-frame direction up is searched around (within 45 degrees): the
+            camera's -y for a camera roughly level, its -z for one looking straight down.
     """
     if depth_m.ndim != 2 or min(depth_m.shape) < 8:
         return None
     normals = _normals(depth_m, intrinsics)
     if len(normals) < MIN_NORMALS:
         return None
-    up = CAMERA_UP
+    up = np.asarray(prior, dtype=np.float64) / np.linalg.norm(prior)
+    normals[normals @ up < 0] *= -1.0  # each surface's normal on the prior's side
     for cone in CONES_DEG:
         near = normals[normals @ up > np.cos(np.radians(cone))]
         if len(near) < MIN_NORMALS:
@@ -112,6 +128,23 @@ def estimate_up(depth_m: np.ndarray, intrinsics: CameraIntrinsics) -> UpEstimate
         return None
     tilt = float(np.degrees(np.arccos(np.clip(-up[1], -1.0, 1.0))))
     return UpEstimate((float(up[0]), float(up[1]), float(up[2])), tilt, float(support))
+
+
+def scene_up(depth_m: np.ndarray, intrinsics: CameraIntrinsics, policy: str) -> UpEstimate | None:
+    """The up direction ``policy`` (one of :data:`UP_POLICIES`) gives for a frame; None: the
+    camera's -y.
+
+    Raises:
+        ValueError: An unknown policy.
+    """
+    if policy == "level":
+        return None
+    if policy == "measured":
+        return estimate_up(depth_m, intrinsics)
+    if policy == "down":
+        found = estimate_up(depth_m, intrinsics, prior=(0.0, 0.0, -1.0))
+        return found or UpEstimate((0.0, 0.0, -1.0), 90.0, 0.0, measured=False)
+    raise ValueError(f"relations.up must be one of {', '.join(UP_POLICIES)}, not {policy!r}")
 
 
 def levelling_rotation(up: tuple[float, float, float] | np.ndarray) -> np.ndarray:

@@ -44,7 +44,7 @@ from spatialthinker_ros.answering.parameters import (
     validate_all,
 )
 from spatialthinker_ros.answering.pipeline import (
-    LIFT_PARAMETERS,
+    SCENE_PARAMETERS,
     AnswerHandle,
     AnsweringPipeline,
     Frames,
@@ -161,8 +161,8 @@ class SpatialThinkerNode(LifecycleNode):
     def _after_set_parameters(self, params: list[Parameter]) -> None:
         names = {p.name for p in params}
         try:  # never out of a parameter callback: that kills the node
-            if self._pipeline is not None and names.intersection(LIFT_PARAMETERS):
-                self._pipeline.update_lifting(self._parameter_values())  # the next answers'
+            if self._pipeline is not None and names.intersection(SCENE_PARAMETERS):
+                self._pipeline.update_scene(self._parameter_values())  # the next answers'
             if self._active and "rate_hz" in names:
                 self._start_continuous()
         except Exception as error:

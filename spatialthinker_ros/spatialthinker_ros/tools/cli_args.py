@@ -158,6 +158,12 @@ _LIFTING_FLAGS: tuple[EngineFlag, ...] = (
         "--camera-rectified",
         help="the images are rectified: use camera_info P and ignore D (else K and D)",
     ),
+    EngineFlag(
+        "relations.up",
+        "--relations-up",
+        help="up for above/below/on: measured from the depth, the camera's -y (level), or"
+        " its -z for a camera looking straight down (down)",
+    ),
 )
 #: Every flag :func:`add_engine_arguments` adds.
 ENGINE_FLAGS: tuple[EngineFlag, ...] = _MODEL_FLAGS + _LIFTING_FLAGS
@@ -185,7 +191,9 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     model = parser.add_argument_group("model and backend (the node's parameters)")
     for entry in _MODEL_FLAGS:
         _add(model, entry)
-    lifting = parser.add_argument_group("3D lifting (the node's depth.* parameters)")
+    lifting = parser.add_argument_group(
+        "3D lifting and relation checks (depth.*, camera.*, relations.*)"
+    )
     for entry in _LIFTING_FLAGS:
         _add(lifting, entry)
 
