@@ -7,12 +7,13 @@ at all), the depth itself says where up is: floors, table tops, seats and shelve
 horizontal surfaces of an indoor scene, and their normals point up.
 
 The estimate: surface normals on a coarse grid (cross products of neighbouring back-projected
-points, only where the depth is continuous), turned to the camera's upper side; then a mean
-shift from the camera's own up (``-y``) through narrowing cones (45, 25, 12 and 8 degrees), so
-it settles on the dominant family of horizontal surfaces. Walls (normals 90 degrees from up) stay
-outside the first cone while the camera is pitched or rolled by less than about 40 degrees. The
-estimate counts only when enough of the image supports it; otherwise there is none and the caller
-keeps the camera's ``-y`` (a level camera).
+points, only where the depth is continuous), each turned to the side of a prior direction; then
+a mean shift from that prior (the camera's own up, ``-y``) through narrowing cones (45, 25, 12
+and 8 degrees), so it settles on the dominant family of horizontal surfaces. Walls (normals 90
+degrees from up) stay outside the first cone while the camera is pitched or rolled by less than
+about 40 degrees. The estimate counts only when enough of the image supports it; otherwise there
+is none and the caller keeps the camera's ``-y`` (a level camera). A camera looking straight
+down searches around its ``-z`` instead (:data:`UP_POLICIES`, the ``relations.up`` parameter).
 """
 
 from __future__ import annotations
