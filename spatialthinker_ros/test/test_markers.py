@@ -15,6 +15,7 @@ from spatialthinker_ros.core.annotate import label_colour
 from spatialthinker_ros.ros.markers import (
     EVIDENCE_LINES,
     MAX_TEXT_CHARS,
+    UP_ARROW_M,
     VERDICT_COLOURS,
     scene_graph_markers,
 )
@@ -236,3 +237,17 @@ def test_unknown_verdict_values_draw_grey() -> None:
     (edge, *_) = _of_type(scene_graph_markers(graph).markers, Marker.LINE_LIST)
     colour = [edge.color.r, edge.color.g, edge.color.b]
     assert colour == pytest.approx(list(VERDICT_COLOURS[SceneRelation.VERDICT_UNKNOWN]))
+
+
+def test_the_up_direction_is_an_arrow_from_the_objects_middle(graph: SceneGraph) -> None:
+    # No up (the camera's -y stood for it): no arrow.
+    assert not [m for m in scene_graph_markers(graph).markers if m.type == Marker.ARROW]
+    graph.up = Vector3(x=0.0, y=-0.8, z=-0.6)  # a camera pitched ~37 deg down
+    (arrow,) = [m for m in scene_graph_markers(graph).markers if m.type == Marker.ARROW]
+    start, tip = arrow.points
+    # The middle of the objects with 3D (cup.1 and table.1).
+    assert (start.x, start.y, start.z) == pytest.approx((0.05, 0.35, 1.5))
+    assert (tip.x - start.x, tip.y - start.y, tip.z - start.z) == pytest.approx(
+        (0.0, -0.8 * UP_ARROW_M, -0.6 * UP_ARROW_M)
+    )
+    assert arrow.header.frame_id == FRAME and arrow.action == Marker.ADD

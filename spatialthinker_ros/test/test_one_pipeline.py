@@ -211,6 +211,10 @@ def test_ask_replay_node_and_demo_answer_the_real_frame_identically(
     assert 1.0 < by_id["chair.1"]["center"][2] < by_id["globe.1"]["center"][2] < 4.0
     assert [r["verdict"] for r in reference["relations"]] == ["consistent"] * 3
     assert reference["relations_contradicted"] == 0
+    # "dice.1 below globe.1" is about gravity: checked along the up measured from the frame
+    # (the camera looks ~30 deg down, so up leans towards the camera's -z).
+    up = reference["up"]
+    assert up is not None and up[1] < -0.8 and up[2] < -0.3, up
     # depth.scale is right: no implausible-depth-units warning (nor any other, on this frame).
     assert not any("implausible" in w for w in reference["warnings"]), reference["warnings"]
     assert reference["warnings"] == []

@@ -127,11 +127,13 @@ class RelationReport:
         contradicted: How many relations are contradicted.
         warnings: One line per contradicted relation that the model's reasoning or answer
             relies on (see :func:`verify_relations`).
+        up: The up direction above, below and on were checked along (None: the camera's -y).
     """
 
     checks: list[RelationCheck]
     contradicted: int
     warnings: list[str]
+    up: UpEstimate | None = None
 
 
 # ------------------------------------------------------------------------------- vocabulary
@@ -574,7 +576,7 @@ def verify_relations(
                     f"the depth contradicts: {check.evidence}"
                 )
     contradicted = sum(c.verdict == Verdict.CONTRADICTED for c in checks)
-    return RelationReport(checks, contradicted, warnings)
+    return RelationReport(checks, contradicted, warnings, up)
 
 
 class ContradictionCounter:

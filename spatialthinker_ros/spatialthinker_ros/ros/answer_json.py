@@ -64,6 +64,7 @@ def answer_to_json(answer: SpatialAnswer, result: EngineResult | None = None) ->
             item["no_3d_reason"] = o.no_3d_reason
         objects.append(item)
     stamp = answer.header.stamp
+    up = answer.scene_graph.up
     data: dict[str, Any] = {
         "request_id": answer.request_id,
         "stamp": stamp.sec + stamp.nanosec * 1e-9,
@@ -86,6 +87,7 @@ def answer_to_json(answer: SpatialAnswer, result: EngineResult | None = None) ->
             }
             for r in answer.scene_graph.relations
         ],
+        "up": _vector((up.x, up.y, up.z)) if any((up.x, up.y, up.z)) else None,
         "relations_contradicted": int(answer.relations_contradicted),
         "strict_format": bool(answer.strict_format),
         "warnings": list(answer.warnings),

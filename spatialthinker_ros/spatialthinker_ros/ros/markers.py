@@ -24,6 +24,9 @@ _BOX_ALPHA = 0.35
 # RViz warns about (and may not draw) markers with a zero scale component.
 _MIN_SCALE = 1e-3
 _TEXT_COLOUR = ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0)
+# The scene's up direction (SceneGraph.up), drawn as an arrow this long from the objects' middle.
+UP_ARROW_M = 0.3
+_UP_COLOUR = ColorRGBA(r=0.3, g=0.6, b=1.0, a=0.9)
 # Relation edges and their labels by verdict: green consistent, red contradicted, grey unknown
 # (the label a lighter shade of its edge, readable on a dark background).
 VERDICT_COLOURS = {
@@ -133,8 +136,9 @@ def scene_graph_markers(
     TEXT_VIEW_FACING label (``"cup.1 1.23 m"``, the distance from the camera) above it, and per
     relation whose subject and object both have 3D, a LINE_LIST edge between their centres,
     coloured by the relation's verdict (:data:`VERDICT_COLOURS`), and at its midpoint the
-    predicate with the verdict and, below it, the evidence's sentence. Objects and relations
-    without 3D are left out.
+    predicate with the verdict and, below it, the evidence's sentence; when the graph has an up
+    direction (``SceneGraph.up``), an ARROW of :data:`UP_ARROW_M` along it from the middle of the
+    objects. Objects and relations without 3D are left out.
 
     Args:
         graph: Scene graph; its header (frame and stamp) is copied to every marker. Centres and
@@ -197,5 +201,18 @@ def scene_graph_markers(
         )
         text.scale.z = float(text_height)
         text.color = text_colour
+
+    up = (float(graph.up.x), float(graph.up.y), float(graph.up.z))
+    if centres and any(up) and all(math.isfinite(v) for v in up):
+        # The up direction the vertical relations were checked along, from the objects' middle.
+        middle = [sum(getattr(c, axis) for c in centres.values()) / len(centres) for axis in "xyz"]
+        arrow = builder.add(Marker.ARROW)
+        tip = [m + UP_ARROW_M * u for m, u in zip(middle, up, strict=True)]
+        arrow.points = [
+            Point(x=middle[0], y=middle[1], z=middle[2]),
+            Point(x=tip[0], y=tip[1], z=tip[2]),
+        ]
+        arrow.scale.x, arrow.scale.y, arrow.scale.z = 0.02, 0.04, 0.06  # shaft, head width, head
+        arrow.color = _UP_COLOUR
 
     return MarkerArray(markers=builder.markers)

@@ -29,7 +29,7 @@ def bounded(text: str | None, limit: int = MAX_FIELD_CHARS) -> str:
 
 def scene_graph_message(header: Header, answer: SceneAnswer | SceneProgress) -> SceneGraph:
     """The SceneGraph of one answer: objects with their 3D (or why none), relations with the
-    depth check's verdict and evidence.
+    depth check's verdict and evidence, and the up direction they were checked along.
 
     Args:
         header: The source colour image's header.
@@ -79,6 +79,9 @@ def scene_graph_message(header: Header, answer: SceneAnswer | SceneProgress) -> 
             relation.verdict = int(checks[index].verdict)
             relation.evidence = bounded(checks[index].evidence, 1024)
         graph.relations.append(relation)
+    up = answer.relations.up
+    if up is not None:
+        graph.up = Vector3(x=float(up.vector[0]), y=float(up.vector[1]), z=float(up.vector[2]))
     return graph
 
 
