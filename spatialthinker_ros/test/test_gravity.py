@@ -8,6 +8,9 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from real_rgbd import REAL_RGBD_DIR, load_real_frames
 
 from spatialthinker_ros.core.camera import CameraIntrinsics
@@ -148,3 +151,27 @@ def test_a_camera_looking_straight_down_needs_the_down_policy() -> None:
     assert scene_up(_room(_rotation(30, 0)), K, "level") is None
     with pytest.raises(ValueError, match=r"relations\.up must be one of measured, level, down"):
         scene_up(table, K, "sideways")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    depth=hnp.arrays(
+        np.float32,
+        st.tuples(st.integers(1, 40), st.integers(1, 40)),
+        elements=st.one_of(
+            st.floats(-5, 20, width=32),
+            st.sampled_from([np.nan, np.inf, -np.inf, 0.0, 1e-30, 3e38]),
+        ),
+    ),
+    policy=st.sampled_from(["measured", "level", "down"]),
+)
+def test_any_depth_gives_a_unit_up_or_none_and_never_raises(depth, policy) -> None:
+    # The camera sends what it sends: NaN, inf, negative, tiny or huge values, odd sizes.
+    up = scene_up(depth, CameraIntrinsics(30.0, 30.0, 20.0, 15.0, 40, 30), policy)
+    if up is not None:
+        assert np.linalg.norm(up.vector) == pytest.approx(1.0)
+        assert all(math.isfinite(v) for v in up.vector) and 0.0 <= up.tilt_deg <= 180.0
+    if policy == "level":
+        assert up is None
+    if policy == "down":
+        assert up is not None  # measured, or the camera's -z

@@ -34,6 +34,8 @@ MIN_SUPPORT = 0.05
 MIN_NORMALS = 60
 # Neighbours closer in depth than this fraction (plus 1 cm) count as one surface.
 CONTINUITY = 0.05
+# Depth beyond this (metres) is no reading of any sensor.
+MAX_DEPTH_M = 1000.0
 
 
 @dataclass(frozen=True)
@@ -78,20 +80,19 @@ def _normals(depth_m: np.ndarray, intrinsics: CameraIntrinsics) -> np.ndarray:
     k = intrinsics.scaled(width, height)
     step = max(1, round(max(width, height) / GRID))
     z = np.asarray(depth_m[::step, ::step], dtype=np.float64)
+    # Invalid depth (NaN, inf, <= 0, beyond any sensor) reads 0 and is never continuous.
+    z = np.where(np.isfinite(z) & (z > 0) & (z < MAX_DEPTH_M), z, 0.0)
     rows, cols = np.mgrid[0:height:step, 0:width:step].astype(np.float64)
     # Pixel centres at whole coordinates, as CameraInfo's K has them.
     points = np.stack([(cols - k.cx) / k.fx * z, (rows - k.cy) / k.fy * z, z], axis=-1)
-    across = points[1:-1, 2:] - points[1:-1, :-2]
-    down = points[2:, 1:-1] - points[:-2, 1:-1]
-    normals = np.cross(across, down)
+    normals = np.cross(points[1:-1, 2:] - points[1:-1, :-2], points[2:, 1:-1] - points[:-2, 1:-1])
     centre = z[1:-1, 1:-1]
-    with np.errstate(invalid="ignore"):
-        ok = np.isfinite(centre) & (centre > 0) & np.isfinite(normals).all(axis=-1)
-        tolerance = CONTINUITY * centre + 0.01
-        for neighbour in (z[1:-1, 2:], z[1:-1, :-2], z[2:, 1:-1], z[:-2, 1:-1]):
-            ok &= np.abs(neighbour - centre) < tolerance
+    ok = centre > 0
+    tolerance = CONTINUITY * centre + 0.01
+    for neighbour in (z[1:-1, 2:], z[1:-1, :-2], z[2:, 1:-1], z[:-2, 1:-1]):
+        ok &= (neighbour > 0) & (np.abs(neighbour - centre) < tolerance)
     length = np.linalg.norm(normals, axis=-1)
-    ok &= length > 0
+    ok &= (length > 0) & np.isfinite(length)
     return normals[ok] / length[ok][:, None]
 
 
