@@ -10,7 +10,8 @@ action goal it prints, against the time from sending the goal to its result:
 
 as ratios (goal: <= 0.6). Then it cancels goals while the model is ``thinking`` and prints the
 time from the cancel request to the server seeing the stream's connection closed, through the
-node (action cancel) and through the pipeline alone (``AnswerHandle.cancel``).
+node (action cancel) and through the pipeline alone (``AnswerHandle.cancel``). Last, what the
+openai backend spends per streamed chunk (one token each) of a 20,000-token stream.
 
 Run from the repository root: ``.venv/bin/python benchmarks/bench_streaming.py``.
 """
@@ -121,6 +122,35 @@ def _cancel_through_pipeline(server: ScriptedOpenAIServer, runs: int) -> list[fl
     return seconds
 
 
+def _client_cost_per_chunk(chunks: int = 20_000) -> float:
+    """Seconds the openai backend spends per streamed chunk (one 4-character token each, sent
+    with no delay): reading the SSE event, the text callback, the size bound."""
+    import numpy as np
+
+    from spatialthinker_ros.core.backends import Batch, GenerationSettings
+    from spatialthinker_ros.core.backends.openai_backend import OpenAIBackend
+
+    with ScriptedOpenAIServer(default_reply="<answer> (A) </answer>" + "tok " * chunks) as server:
+        server.stream_chunk_chars = 4
+        backend = OpenAIBackend(
+            model="bench", base_url=server.base_url, max_retries=0, check_on_load=False
+        )
+        backend.load()
+        try:
+            settings = GenerationSettings(max_new_tokens=1024, stream=True)
+            image = np.zeros((56, 56, 3), np.uint8)
+            pieces: list[str] = []
+            started = time.perf_counter()
+            [(_, output)] = list(
+                backend.answers(Batch([image], ["q"], settings, on_text=[pieces.append]))
+            )
+            elapsed = time.perf_counter() - started
+        finally:
+            backend.unload()
+    assert not hasattr(output, "reason"), output
+    return elapsed / len(pieces)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=8, help="goals measured")
@@ -175,6 +205,8 @@ def main() -> None:
         f" through the pipeline median {statistics.median(pipe_cancel) * 1000:.0f} ms"
         f" (max {max(pipe_cancel) * 1000:.0f})"
     )
+    per_chunk = _client_cost_per_chunk()
+    print(f"openai backend, per streamed chunk (a token): {per_chunk * 1e6:.0f} us")
 
 
 if __name__ == "__main__":

@@ -166,6 +166,26 @@ def test_openai_stream_reports_stages_and_the_3d_scene_before_the_answer(server)
         pipeline.shutdown()
 
 
+def test_the_streamed_request_carries_every_setting(server) -> None:
+    # The stream is asked for with the client's plain post (its chunks read as JSON, not built
+    # into typed objects): the body must be what chat.completions.create would send.
+    backend = OpenAIBackend(model="spatialthinker-test", base_url=server.base_url, max_retries=0)
+    backend.load()
+    try:
+        settings = GenerationSettings(max_new_tokens=77, min_new_tokens=5, stream=True)
+        image = np.zeros((56, 56, 3), np.uint8)
+        [(_, output)] = list(backend.answers(Batch([image], ["q"], settings)))
+        assert isinstance(output, BackendOutput), output
+        body = server.completion_requests[-1]
+        assert body["model"] == "spatialthinker-test" and body["max_tokens"] == 77
+        assert body["min_tokens"] == 5 and body["temperature"] == settings.temperature
+        assert body["stream"] is True and "extra_body" not in body
+        (message,) = body["messages"]
+        assert {part["type"] for part in message["content"]} == {"image_url", "text"}
+    finally:
+        backend.unload()
+
+
 def test_stream_false_asks_for_one_whole_response(server) -> None:
     pipeline = _openai_pipeline(server, stream=False)
     try:

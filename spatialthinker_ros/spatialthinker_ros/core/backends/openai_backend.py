@@ -304,8 +304,17 @@ class OpenAIBackend(Backend):
         self, client: Any, request: dict[str, Any], streamed: _Streamed, started: float
     ) -> BackendOutput | BackendError:
         """Ask for the answer as a stream and read it chunk by chunk (see the module doc)."""
-        stream = client.chat.completions.create(
-            **request, stream=True, stream_options={"include_usage": True}
+        from openai import Stream
+
+        body = {key: value for key, value in request.items() if key != "extra_body"}
+        body.update(
+            request.get("extra_body", {}), stream=True, stream_options={"include_usage": True}
+        )
+        # The same client call as chat.completions.create, with each chunk left as plain JSON:
+        # building the client's typed chunk objects costs ~0.3 ms per chunk (one per token),
+        # more than everything else the node does with it.
+        stream = client.post(
+            "/chat/completions", body=body, cast_to=object, stream=True, stream_cls=Stream[object]
         )
         try:
             content_type = stream.response.headers.get("content-type", "")
