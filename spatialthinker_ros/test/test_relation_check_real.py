@@ -72,6 +72,12 @@ def _scene(name: str) -> dict:
     return json.loads((REAL_RGBD_DIR / name / "scene.json").read_text(encoding="utf-8"))
 
 
+def _lifted(frame) -> dict:
+    """Object id -> its 3D, lifted as the node lifts it (the ids choose the depth priors)."""
+    estimates = lift_boxes(frame.boxes, frame.depth_m, frame.intrinsics, labels=frame.ids)
+    return dict(zip(frame.ids, estimates, strict=True))
+
+
 def test_the_scenes_own_relations_are_in_the_table() -> None:
     for scene, verdicts in PERSON.items():
         for rel in _scene(scene)["relationships"]:
@@ -82,8 +88,7 @@ def test_the_scenes_own_relations_are_in_the_table() -> None:
 def test_verdicts_on_real_frames_are_a_person_s(frame) -> None:
     # Lifted as the node lifts them: the ids choose the category depth priors; heights along
     # the up direction measured from the depth (both cameras look down).
-    estimates = lift_boxes(frame.boxes, frame.depth_m, frame.intrinsics, labels=frame.ids)
-    lifted = dict(zip(frame.ids, estimates, strict=True))
+    lifted = _lifted(frame)
     up = estimate_up(frame.depth_m, frame.intrinsics)
     assert up is not None
     got = {}
@@ -106,8 +111,7 @@ def test_a_pitched_camera_s_rows_are_not_taken_for_heights() -> None:
     # in most views; along the measured up it is not (see PERSON: UNKNOWN in every view).
     camera_rows, measured = [], []
     for frame in DINING:
-        estimates = lift_boxes(frame.boxes, frame.depth_m, frame.intrinsics, labels=frame.ids)
-        lifted = dict(zip(frame.ids, estimates, strict=True))
+        lifted = _lifted(frame)
         pair = ("dresser.1", "above", "chair.1", lifted["dresser.1"], lifted["chair.1"])
         camera_rows.append(check_relation(*pair).verdict)
         up = estimate_up(frame.depth_m, frame.intrinsics)
@@ -123,8 +127,7 @@ def test_a_dice_on_the_desk_behind_a_chair_is_not_confirmed_on_the_chair() -> No
     # chair's backrest. Along the camera's -y the check confirmed "dice.1 on chair.1"; along the
     # measured up the dice's bottom is well below the chair's top: not confirmed.
     (frame,) = [f for f in FRAMES if f.name.startswith("tum")]
-    estimates = lift_boxes(frame.boxes, frame.depth_m, frame.intrinsics, labels=frame.ids)
-    lifted = dict(zip(frame.ids, estimates, strict=True))
+    lifted = _lifted(frame)
     pair = ("dice.1", "on", "chair.1", lifted["dice.1"], lifted["chair.1"])
     assert check_relation(*pair).verdict == C
     assert check_relation(*pair, estimate_up(frame.depth_m, frame.intrinsics)).verdict != C
@@ -142,6 +145,8 @@ def test_the_pipeline_measures_up_only_for_relations_about_gravity() -> None:
 
     beside = lift_scene(parsed(("chair.1", "left of", "chair.2")), frames, SceneParams())
     assert beside.up is None  # nothing about gravity: no estimate made
+    with pytest.raises(ValueError, match=r"relations\.up must be one of"):
+        SceneParams(up="sideways")  # refused when configured, not at the first such relation
     level = lift_scene(parsed(("dice.1", "on", "chair.1")), frames, SceneParams(up="level"))
     assert level.up is None  # relations.up 'level': the camera's -y, never measured
     lifting = lift_scene(parsed(("dice.1", "on", "chair.1")), frames, SceneParams())

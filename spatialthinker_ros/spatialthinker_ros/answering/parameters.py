@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from spatialthinker_ros.core.backends import BACKEND_NAMES
+from spatialthinker_ros.core.camera import MAX_DEPTH_M
 from spatialthinker_ros.core.gravity import UP_POLICIES
 from spatialthinker_ros.core.model_frame import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
 
@@ -61,8 +62,6 @@ def _number(value: float) -> str:
 MAX_TIMEOUT_S = 3600.0
 # Largest image area the model may be given (4096 x 4096).
 MAX_IMAGE_PIXELS = 4096 * 4096
-# Farthest depth any sensor reports usefully, metres.
-MAX_DEPTH_M = 1000.0
 
 
 PARAMETERS: tuple[ParamSpec, ...] = (

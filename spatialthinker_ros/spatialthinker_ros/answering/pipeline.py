@@ -46,7 +46,7 @@ from spatialthinker_ros.core.engine import (
     percentile,
     to_source_pixels,
 )
-from spatialthinker_ros.core.gravity import UP_POLICIES, UpEstimate, scene_up
+from spatialthinker_ros.core.gravity import UpEstimate, check_up_policy, scene_up
 from spatialthinker_ros.core.lifting import Lifted3D, LiftParams, lift_boxes
 from spatialthinker_ros.core.parsing import SpatialResult
 from spatialthinker_ros.core.relation_check import (
@@ -165,6 +165,9 @@ class SceneParams:
     lift: LiftParams = field(default_factory=LiftParams)
     up: str = "measured"
 
+    def __post_init__(self) -> None:
+        check_up_policy(self.up)
+
 
 def scene_params(values: Mapping[str, Any]) -> SceneParams:
     """The scene's settings from the ``depth.*`` and ``relations.up`` parameter values.
@@ -172,10 +175,7 @@ def scene_params(values: Mapping[str, Any]) -> SceneParams:
     Raises:
         ValueError: Values out of range (the problem named).
     """
-    up = str(values["relations.up"])
-    if up not in UP_POLICIES:
-        raise ValueError(f"relations.up must be one of {', '.join(UP_POLICIES)}, not {up!r}")
-    return SceneParams(lift_params(values), up)
+    return SceneParams(lift_params(values), str(values["relations.up"]))
 
 
 def lift_params(values: Mapping[str, Any]) -> LiftParams:

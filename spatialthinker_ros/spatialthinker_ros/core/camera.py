@@ -38,6 +38,8 @@ DEFAULT_ASPECT_TOLERANCE = 0.01
 #: A focal length below ``max(width, height) / MIN_FOCAL_FRACTION`` pixels is refused (a field
 #: of view within a hair of 180 degrees; real fisheyes calibrated as pinholes stay far above).
 MIN_FOCAL_FRACTION = 1000.0
+#: Farthest depth any sensor reports usefully, metres.
+MAX_DEPTH_M = 1000.0
 
 
 def aspect_mismatch(

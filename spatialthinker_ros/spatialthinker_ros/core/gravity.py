@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spatialthinker_ros.core.camera import CameraIntrinsics
+from spatialthinker_ros.core.camera import MAX_DEPTH_M, CameraIntrinsics
 
 # Grid cells along the longer image side (a 640x480 frame: every 7th pixel).
 GRID = 96
@@ -34,8 +34,6 @@ MIN_SUPPORT = 0.05
 MIN_NORMALS = 60
 # Neighbours closer in depth than this fraction (plus 1 cm) count as one surface.
 CONTINUITY = 0.05
-# Depth beyond this (metres) is no reading of any sensor.
-MAX_DEPTH_M = 1000.0
 
 
 @dataclass(frozen=True)
@@ -67,11 +65,19 @@ class UpEstimate:
 
 
 CAMERA_UP = (0.0, -1.0, 0.0)
+# Up for a camera looking straight down: towards it, its -z.
+LOOKING_DOWN_UP = (0.0, 0.0, -1.0)
 #: Where up comes from (the ``relations.up`` parameter): ``measured`` searches the depth around
 #: the camera's -y and keeps the camera's -y when it finds too little horizontal surface;
 #: ``level`` takes the camera's -y as it is (a level camera); ``down`` searches around the
 #: camera's -z, for a camera that looks straight down on a table, and keeps -z when unsure.
 UP_POLICIES = ("measured", "level", "down")
+
+
+def check_up_policy(policy: str) -> None:
+    """Raise ``ValueError`` naming the choices unless ``policy`` is one of :data:`UP_POLICIES`."""
+    if policy not in UP_POLICIES:
+        raise ValueError(f"relations.up must be one of {', '.join(UP_POLICIES)}, not {policy!r}")
 
 
 def _normals(depth_m: np.ndarray, intrinsics: CameraIntrinsics) -> np.ndarray:
@@ -139,14 +145,13 @@ def scene_up(depth_m: np.ndarray, intrinsics: CameraIntrinsics, policy: str) -> 
     Raises:
         ValueError: An unknown policy.
     """
+    check_up_policy(policy)
     if policy == "level":
         return None
     if policy == "measured":
         return estimate_up(depth_m, intrinsics)
-    if policy == "down":
-        found = estimate_up(depth_m, intrinsics, prior=(0.0, 0.0, -1.0))
-        return found or UpEstimate((0.0, 0.0, -1.0), 90.0, 0.0, measured=False)
-    raise ValueError(f"relations.up must be one of {', '.join(UP_POLICIES)}, not {policy!r}")
+    found = estimate_up(depth_m, intrinsics, prior=LOOKING_DOWN_UP)
+    return found or UpEstimate(LOOKING_DOWN_UP, 90.0, 0.0, measured=False)
 
 
 def levelling_rotation(up: tuple[float, float, float] | np.ndarray) -> np.ndarray:

@@ -414,11 +414,26 @@ def check_relation(
     """
     a = _Body.from_estimate(subject_id, subject_3d)
     b = _Body.from_estimate(object_id, object_3d)
-    return _check(subject_id, predicate, object_id, a, b, up)
+    return _check(subject_id, predicate, object_id, a, b, up, _leveller(up))
 
 
 #: The predicates about gravity: checked in the levelled frame when the up direction is known.
 VERTICAL_FAMILIES = frozenset({"above", "below", "on"})
+
+
+def _leveller(up: UpEstimate | None) -> Callable[[_Body], _Body] | None:
+    """Turns bodies into the frame levelled by ``up``, each body once (None without ``up``)."""
+    if up is None:
+        return None
+    rotation = levelling_rotation(up.vector).tolist()
+    levelled: dict[str, _Body] = {}
+
+    def level(body: _Body) -> _Body:
+        if body.id not in levelled:
+            levelled[body.id] = body.levelled(rotation)
+        return levelled[body.id]
+
+    return level
 
 
 def _check(
@@ -431,7 +446,7 @@ def _check(
     level: Callable[[_Body], _Body] | None = None,
 ) -> RelationCheck:
     """:func:`check_relation` on bodies already built (or the reasons there are none);
-    ``level`` turns a body into the frame levelled by ``up`` (default: computed here)."""
+    ``level`` (:func:`_leveller` of ``up``) turns a body into the levelled frame."""
     family = normalise_predicate(predicate)
     if not family:
         shown = " ".join(predicate.split())[:60]
@@ -445,10 +460,7 @@ def _check(
     if missing:
         return RelationCheck(Verdict.UNKNOWN, "; ".join(missing), family)
     assert isinstance(a, _Body) and isinstance(b, _Body)
-    if family in VERTICAL_FAMILIES and up is not None:
-        if level is None:
-            rotation = levelling_rotation(up.vector).tolist()
-            level = functools.partial(_Body.levelled, rotation=rotation)
+    if family in VERTICAL_FAMILIES and up is not None and level is not None:
         check = _check(subject_id, predicate, object_id, level(a), level(b))
         return RelationCheck(check.verdict, f"{check.evidence}; {up.describe()}", check.family)
     if family in _DIRECTIONAL:
@@ -544,15 +556,7 @@ def verify_relations(
         if obj.id not in bodies:
             estimate = lifted[index] if lifted is not None and index < len(lifted) else None
             bodies[obj.id] = _Body.from_estimate(obj.id, estimate)
-    # Bodies turned into the levelled frame, once each, for the relations about gravity.
-    levelled: dict[str, _Body] = {}
-    rotation = levelling_rotation(up.vector).tolist() if up is not None else None
-
-    def level(body: _Body) -> _Body:
-        if body.id not in levelled:
-            levelled[body.id] = body.levelled(rotation)
-        return levelled[body.id]
-
+    level = _leveller(up)  # bodies levelled once each, for the relations about gravity
     reliance = _Reliance(f"{parsed.reasoning}\n{parsed.answer}")
     checks: list[RelationCheck] = []
     warnings: list[str] = []
