@@ -23,8 +23,17 @@ BUILD := $(ROOT)/build/$(ROS_DISTRO)
 REQUIREMENTS := requirements/ros-$(ROS_DISTRO).txt requirements/ml.txt requirements/dev.txt
 MSG_SOURCES := $(sort $(wildcard spatialthinker_msgs/msg/*.msg spatialthinker_msgs/srv/*.srv \
 	spatialthinker_msgs/action/*.action)) spatialthinker_msgs/CMakeLists.txt \
-	spatialthinker_msgs/package.xml tools/build_msgs.sh tools/cmake/wheel_env_fixups.cmake
-PKG_SOURCES := spatialthinker_ros/setup.py spatialthinker_ros/setup.cfg tools/ament_register.py
+	spatialthinker_msgs/package.xml scripts/build_msgs.sh scripts/cmake/wheel_env_fixups.cmake
+# Test-only stand-ins for standard interface packages the PyPI wheels lack
+# (tf2_msgs, vision_msgs: scripts/test_interfaces/README.md). One stamp for all:
+# their CMake build directories are kept, so a rebuild only redoes what changed.
+TEST_INTERFACES := $(patsubst scripts/test_interfaces/%/package.xml,%,\
+	$(sort $(wildcard scripts/test_interfaces/*/package.xml)))
+TEST_IFACE_SOURCES := $(sort $(wildcard scripts/test_interfaces/*/msg/*.msg \
+	scripts/test_interfaces/*/srv/*.srv scripts/test_interfaces/*/action/*.action \
+	scripts/test_interfaces/*/CMakeLists.txt scripts/test_interfaces/*/package.xml)) \
+	scripts/build_msgs.sh scripts/cmake/wheel_env_fixups.cmake
+PKG_SOURCES := spatialthinker_ros/setup.py spatialthinker_ros/setup.cfg scripts/ament_register.py
 # The share files are linked, not copied: their names matter here, not their content.
 SHARE_FILES := $(sort $(wildcard spatialthinker_ros/package.xml spatialthinker_ros/resource/* \
 	spatialthinker_ros/launch/* spatialthinker_ros/config/*))
@@ -32,9 +41,11 @@ SHARE_FILES := $(sort $(wildcard spatialthinker_ros/package.xml spatialthinker_r
 # changes nothing pinned reuses the venv as it is.
 REQ_HASH := $(shell cat $(REQUIREMENTS) | sha256sum | cut -c1-16)
 MSG_HASH := $(shell cat $(MSG_SOURCES) | sha256sum | cut -c1-16)
+TEST_IFACE_HASH := $(shell cat $(TEST_IFACE_SOURCES) | sha256sum | cut -c1-16)
 PKG_HASH := $(shell { cat $(PKG_SOURCES); echo $(SHARE_FILES); } | sha256sum | cut -c1-16)
 REQ_STAMP := $(VENV)/.stamp-requirements-$(REQ_HASH)
 MSG_STAMP := $(VENV)/.stamp-msgs-$(MSG_HASH)-$(REQ_HASH)
+TEST_IFACE_STAMP := $(VENV)/.stamp-test-interfaces-$(TEST_IFACE_HASH)-$(REQ_HASH)
 PKG_STAMP := $(VENV)/.stamp-package-$(PKG_HASH)-$(REQ_HASH)
 
 # The ROS wheels install a normal ROS prefix into the venv; ament_index
@@ -71,17 +82,28 @@ $(REQ_STAMP): $(REQUIREMENTS)
 $(MSG_STAMP): $(REQ_STAMP) $(MSG_SOURCES)
 	@echo "==> building spatialthinker_msgs into $(VENV)"
 	@rm -f $(VENV)/.stamp-msgs-*
-	VENV=$(VENV) BUILD_DIR=$(BUILD)/spatialthinker_msgs bash tools/build_msgs.sh
+	VENV=$(VENV) BUILD_DIR=$(BUILD)/spatialthinker_msgs bash scripts/build_msgs.sh
+	@touch $@
+
+# Into the test venv only; COLCON_IGNORE keeps them out of a colcon workspace,
+# where a robot's own tf2_msgs and vision_msgs are used.
+$(TEST_IFACE_STAMP): $(REQ_STAMP) $(TEST_IFACE_SOURCES)
+	@echo "==> building the test-only interface packages $(TEST_INTERFACES) into $(VENV)"
+	@rm -f $(VENV)/.stamp-test-interfaces-*
+	@for pkg in $(TEST_INTERFACES); do \
+		VENV=$(VENV) BUILD_DIR=$(BUILD)/$$pkg BUILD_TYPE=None \
+			bash scripts/build_msgs.sh scripts/test_interfaces/$$pkg || exit 1; \
+	done
 	@touch $@
 
 # pip's editable install leaves out setup.py's data_files (ament index marker,
 # package.xml, launch/, config/); ament_register.py links them in as
 # `colcon build --symlink-install` would, so the venv's ament index finds the package.
-$(PKG_STAMP): $(MSG_STAMP) $(PKG_SOURCES)
+$(PKG_STAMP): $(MSG_STAMP) $(TEST_IFACE_STAMP) $(PKG_SOURCES)
 	@echo "==> installing spatialthinker_ros (editable) and registering it in the ament index"
 	@rm -f $(VENV)/.stamp-package-*
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e spatialthinker_ros
-	$(PY) tools/ament_register.py --prefix $(VENV) spatialthinker_ros
+	$(PY) scripts/ament_register.py --prefix $(VENV) spatialthinker_ros
 	@touch $@
 
 lint: venv
@@ -97,7 +119,7 @@ test: lint
 		$(PY) -m pytest spatialthinker_ros/test
 
 demo: venv
-	$(PY) tools/demo.py $(if $(MODEL),--model "$(MODEL)") $(if $(SAMPLE),--sample "$(SAMPLE)")
+	$(PY) scripts/demo.py $(if $(MODEL),--model "$(MODEL)") $(if $(SAMPLE),--sample "$(SAMPLE)")
 
 clean:
 	rm -rf $(BUILD) $(VENV)

@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-TEST_DIR = Path(__file__).resolve().parents[1] / "spatialthinker_ros" / "test"
-sys.path.insert(0, str(TEST_DIR))
+FIXTURES_DIR = Path(__file__).resolve().parents[1] / "spatialthinker_ros" / "test" / "fixtures"
+sys.path.insert(0, str(FIXTURES_DIR))
 
 from real_rgbd import jittered_boxes, load_real_frames  # noqa: E402
 

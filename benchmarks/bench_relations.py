@@ -91,7 +91,9 @@ def main() -> None:
         f"with a measured up (29 deg): median {median_ms:.3f} ms, p90 {p90_ms:.3f} ms "
         f"(goal < 1 ms: {'met' if median_ms < 1.0 else 'NOT met'})"
     )
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "spatialthinker_ros" / "test"))
+    sys.path.insert(
+        0, str(Path(__file__).resolve().parents[1] / "spatialthinker_ros" / "test" / "fixtures")
+    )
     from real_rgbd import load_real_frames
 
     (frame,) = [f for f in load_real_frames() if f.name.startswith("tum")]

@@ -31,7 +31,7 @@ from typing import Any
 from spatialthinker_ros.ros.fastdds import set_default_profile
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "spatialthinker_ros" / "test"))
+sys.path.insert(0, str(ROOT / "spatialthinker_ros" / "test" / "fixtures"))
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(101, 180)))
 set_default_profile(os.environ, ROOT / "spatialthinker_ros" / "config" / "fastdds_large_images.xml")

@@ -36,8 +36,8 @@ from typing import Any
 from spatialthinker_ros.ros.fastdds import set_default_profile
 
 ROOT = Path(__file__).resolve().parents[1]
-TEST_DIR = ROOT / "spatialthinker_ros" / "test"
-sys.path.insert(0, str(TEST_DIR))
+FIXTURES_DIR = ROOT / "spatialthinker_ros" / "test" / "fixtures"
+sys.path.insert(0, str(FIXTURES_DIR))
 
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(131, 180)))

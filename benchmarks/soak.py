@@ -20,7 +20,6 @@ import itertools
 import os
 import random
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -30,8 +29,8 @@ from pathlib import Path
 from spatialthinker_ros.ros.fastdds import set_default_profile
 
 ROOT = Path(__file__).resolve().parents[1]
-TEST_DIR = ROOT / "spatialthinker_ros" / "test"
-sys.path.insert(0, str(TEST_DIR))
+FIXTURES_DIR = ROOT / "spatialthinker_ros" / "test" / "fixtures"
+sys.path.insert(0, str(FIXTURES_DIR))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
@@ -122,7 +121,7 @@ def main() -> int:
     parser.add_argument("--server-delay", type=float, default=0.2, help="scripted model seconds")
     args = parser.parse_args()
 
-    from bench_node import CAMERA
+    from bench_node import Camera
     from diagnostic_msgs.msg import DiagnosticArray
     from node_harness import NodeProcess, Rig, scripted_reply
     from scripted_openai_server import ScriptedOpenAIServer
@@ -149,9 +148,7 @@ def main() -> int:
             },
             remaps=remaps,
         )
-        camera = subprocess.Popen(
-            [sys.executable, "-c", CAMERA.format(test_dir=str(TEST_DIR), rate=args.rate)]
-        )
+        camera = Camera(args.rate)  # test/fixtures/camera_process.py, publishing on /bench/*
         rig = Rig(scene, rate_hz=0.001)
         rig.camera_on = False
         diagnostics_times: list[float] = []
@@ -184,7 +181,8 @@ def main() -> int:
             while time.monotonic() - started < args.duration:
                 memory.append((time.monotonic() - started, rss_mb(node.process.pid)))
                 if node.process.poll() is not None:
-                    print("the node exited during the soak")
+                    print(f"the node exited during the soak (status {node.process.returncode})")
+                    print(node.log()[-6000:])
                     break
                 time.sleep(min(5.0, args.duration / 20))
             stop.set()
@@ -249,8 +247,7 @@ def main() -> int:
         finally:
             stop.set()
             rig.close()
-            camera.terminate()
-            camera.wait(10)
+            camera.close()
             node.stop()
     return exit_code
 

@@ -31,6 +31,7 @@ setup(
         "torchvision>=0.19",
         "openai>=1.40",
         "rosbags>=0.10",
+        "scipy>=1.10",
     ],
     extras_require={"test": ["pytest>=8", "hypothesis>=6.100"]},
     zip_safe=True,
@@ -41,7 +42,7 @@ setup(
     entry_points={
         "console_scripts": [
             "spatialthinker_node = spatialthinker_ros.ros.node:main",
-            "spatialthinker = spatialthinker_ros.tools.cli:main",
+            "spatialthinker = spatialthinker_ros.cli.main:main",
         ],
     },
 )

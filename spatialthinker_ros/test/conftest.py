@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,10 @@ _FASTDDS_PROFILE = Path(__file__).resolve().parents[1] / "config" / "fastdds_lar
 set_default_profile(os.environ, _FASTDDS_PROFILE)
 
 DATA_DIR = Path(__file__).parent / "data"
+# The tests mirror the package (core/, answering/, ros/, cli/), with the end-to-end node tests in
+# node/ and the repository's checks in repo/; what they share (the rig, the scripted server, the
+# camera process, the real frames) lives in fixtures/ and is imported by module name.
+sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
 
 
 @pytest.fixture(scope="session")

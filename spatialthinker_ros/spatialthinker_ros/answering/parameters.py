@@ -295,6 +295,16 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         maximum=10.0,
     ),
     ParamSpec(
+        "sync_wait",
+        0.1,
+        "Longest a request waits, seconds, for the depth frame of the newest colour frame when"
+        " it is due (depth published after its colour, its lag measured), rather than answer"
+        " from the newest older colour/depth pair; the wait holds no executor thread. 0: never"
+        " wait.",
+        minimum=0.0,
+        maximum=1.0,
+    ),
+    ParamSpec(
         "future_stamp_tolerance",
         0.5,
         "How far a frame's stamp may lie ahead of the node's clock before it is refused.",
@@ -358,12 +368,55 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     # Depth-verified relations
     ParamSpec(
         "relations.up",
-        "measured",
-        "Where up is for checking above/below/on: 'measured' from the depth's floors and"
+        "tf",
+        "Where up is for checking above/below/on: 'tf' the z of gravity_frame from TF at the"
+        " image's stamp, else as 'measured'; 'measured' from the depth's floors and"
         " table tops, searched within 45 deg of the camera's -y (the camera's -y when the"
         " frame shows too little of them); 'level': the camera's -y as it is; 'down': a"
         " camera looking straight down, searched around its -z.",
         choices=UP_POLICIES,
+    ),
+    # Robot frames (TF)
+    ParamSpec(
+        "target_frame",
+        "",
+        "TF frame to report every answer's 3D in (objects, up vector, markers), e.g."
+        " 'base_link' or 'map', transformed at the colour image's stamp; a query's own"
+        " target_frame overrides it. '' = the camera's optical frame. Without the transform the"
+        " answer comes in the camera frame with a warning naming TF's reason.",
+    ),
+    ParamSpec(
+        "gravity_frame",
+        "",
+        "A gravity-aligned TF frame (z up, REP 103: base_link on flat ground, odom, map) whose z"
+        " is up for relations.up 'tf'. '' = none: up is measured from the depth.",
+    ),
+    ParamSpec(
+        "tf_timeout",
+        0.2,
+        "Seconds a request waits for the transform at its image's stamp (to target_frame and"
+        " gravity_frame) before answering without it; the wait holds no executor thread.",
+        minimum=0.0,
+        maximum=10.0,
+    ),
+    # Confidence
+    ParamSpec(
+        "confidence_temperature",
+        1.0,
+        "Temperature T applied to each answer's option probabilities (read from the model's own"
+        " tokens): p_i proportional to exp(log p_i / T); T > 1 flattens, T < 1 sharpens, the"
+        " choice never changes. 1: the model's own probabilities, which are not calibrated; set"
+        " the value `spatialthinker eval --fit-temperature` fits on labelled data like yours.",
+        minimum=0.05,
+        maximum=20.0,
+    ),
+    ParamSpec(
+        "min_confidence",
+        0.0,
+        "A multiple-choice answer whose confidence is below this (or could not be measured)"
+        " gets a 'low confidence' warning; it is still returned. 0: off.",
+        minimum=0.0,
+        maximum=1.0,
     ),
     # Continuous mode
     ParamSpec(

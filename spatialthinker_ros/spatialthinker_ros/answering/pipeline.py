@@ -35,6 +35,13 @@ import numpy as np
 
 from spatialthinker_ros.core.backends import GenerationSettings, backend_options, create_backend
 from spatialthinker_ros.core.camera import CameraIntrinsics, aspect_mismatch, depth_range_warning
+from spatialthinker_ros.core.confidence import (
+    AnswerConfidence,
+    confidence_summary,
+    low_confidence_warning,
+    unavailable,
+    with_temperature,
+)
 from spatialthinker_ros.core.engine import (
     EngineConfig,
     EngineResult,
@@ -56,6 +63,7 @@ from spatialthinker_ros.core.relation_check import (
     verify_relations,
 )
 from spatialthinker_ros.core.stream_reader import StreamReader
+from spatialthinker_ros.core.transforms import Placement
 
 __all__ = [
     "MAX_OPTIONS",
@@ -149,33 +157,51 @@ SCENE_PARAMETERS = (
     "depth.min_valid_pixels",
     "depth.min_size",
     "relations.up",
+    "confidence_temperature",
+    "min_confidence",
 )
 
 
 @dataclass(frozen=True)
 class SceneParams:
-    """How an answer's scene is measured.
+    """How an answer's scene is measured and its confidence read.
 
     Attributes:
         lift: The lifting's settings (``depth.*``).
         up: Where up comes from for above, below and on (``relations.up``, one of
             :data:`spatialthinker_ros.core.gravity.UP_POLICIES`).
+        confidence_temperature: Temperature applied to the option probabilities
+            (:func:`spatialthinker_ros.core.confidence.with_temperature`; 1: the model's own).
+        min_confidence: A multiple-choice answer less confident than this gets a
+            ``low confidence`` warning (0: off).
     """
 
     lift: LiftParams = field(default_factory=LiftParams)
-    up: str = "measured"
+    up: str = "tf"
+    confidence_temperature: float = 1.0
+    min_confidence: float = 0.0
 
     def __post_init__(self) -> None:
         check_up_policy(self.up)
+        if not (math.isfinite(self.confidence_temperature) and self.confidence_temperature > 0):
+            raise ValueError(
+                f"confidence_temperature must be positive, not {self.confidence_temperature}"
+            )
 
 
 def scene_params(values: Mapping[str, Any]) -> SceneParams:
-    """The scene's settings from the ``depth.*`` and ``relations.up`` parameter values.
+    """The scene's settings from the ``depth.*``, ``relations.up`` and confidence parameter
+    values.
 
     Raises:
         ValueError: Values out of range (the problem named).
     """
-    return SceneParams(lift_params(values), str(values["relations.up"]))
+    return SceneParams(
+        lift_params(values),
+        str(values["relations.up"]),
+        float(values["confidence_temperature"]),
+        float(values["min_confidence"]),
+    )
 
 
 def lift_params(values: Mapping[str, Any]) -> LiftParams:
@@ -212,6 +238,12 @@ class Frames:
             object carries it.
         depth_wanted: Whether missing 3D is worth a warning on the answer (False when depth was
             turned off on purpose).
+        placement: Where the answer's 3D is reported: the transform from the camera's optical
+            frame into the target frame at the colour image's stamp (None: the camera frame).
+        tf_up: Up from TF (``gravity.tf_up``) for ``relations.up: tf``; None: measured.
+        tf_up_failure: Why up is not from TF though a gravity frame was asked for (said on an
+            answer whose relations are about gravity).
+        warnings: What the answer must say about these frames (a transform TF did not have).
     """
 
     rgb: np.ndarray
@@ -220,6 +252,10 @@ class Frames:
     depth_scale: float | None = None
     no_depth_reason: str = ""
     depth_wanted: bool = True
+    placement: Placement | None = None
+    tf_up: UpEstimate | None = None
+    tf_up_failure: str = ""
+    warnings: tuple[str, ...] = ()
 
     @property
     def size(self) -> tuple[int, int]:
@@ -296,8 +332,15 @@ def lift_scene(parsed: SpatialResult, frames: Frames, params: SceneParams) -> Li
     vertical = any(
         normalise_predicate(rel.predicate) in VERTICAL_FAMILIES for rel in parsed.relations
     )
-    up = scene_up(frames.depth_m, frames.intrinsics, params.up) if vertical else None
+    up = scene_up(frames.depth_m, frames.intrinsics, params.up, frames.tf_up) if vertical else None
+    if vertical and params.up == "tf" and frames.tf_up is None and frames.tf_up_failure:
+        warnings.append(f"up not from TF ({frames.tf_up_failure}): {_up_words(up)}")
     return Lifting(lifted, "", warnings, units, up)
+
+
+def _up_words(up: UpEstimate | None) -> str:
+    """What up was taken as instead of TF's."""
+    return "up taken as the camera's -y" if up is None else up.describe()
 
 
 # ---------------------------------------------------------------------------- the answer
@@ -317,11 +360,15 @@ class SceneAnswer:
         no_3d_reason: Why there is no 3D when ``lifted`` is None ("" when none was wanted).
         relations: The depth check of every relation.
         warnings: Every warning of the answer: the parser's, then the 3D ones, then the
-            contradicted relations the reasoning relies on.
+            contradicted relations the reasoning relies on, then a low confidence.
         depth_warning: The implausible-depth-units warning ("" when none), also among
             ``warnings``; the node shows it in /diagnostics too.
         scene_s: Seconds from the request's submission until its scene graph (with 3D) was
             handed on: at ``</scene>`` when streaming, else with the answer (``total_s``).
+        confidence: The option probabilities from the model's own tokens, with
+            ``confidence_temperature`` applied (``core.confidence``), or why there are none.
+        placement: Where the 3D is reported (:attr:`Frames.placement`); the estimates in
+            ``lifted`` stay in the camera frame, the renderings apply it.
     """
 
     request_id: str
@@ -334,6 +381,8 @@ class SceneAnswer:
     warnings: tuple[str, ...] = field(default_factory=tuple)
     depth_warning: str = ""
     scene_s: float = math.nan
+    confidence: AnswerConfidence = field(default_factory=AnswerConfidence)
+    placement: Placement | None = None
 
     @property
     def parsed(self) -> SpatialResult:
@@ -359,10 +408,17 @@ def build_answer(
 ) -> SceneAnswer:
     """Lift, depth-check and assemble one engine result into a :class:`SceneAnswer`.
 
-    ``scene_s`` is when the scene graph was handed on early (None: with this answer).
+    ``scene_s`` is when the scene graph was handed on early (None: with this answer). The
+    confidence gets ``params``' temperature, and a ``low confidence`` warning when it is below
+    ``params.min_confidence``.
     """
     lifting = lift_scene(result.result, frames, params)
     relations = verify_relations(result.result, lifting.lifted, lifting.up)
+    confidence = with_temperature(
+        result.confidence or unavailable("the backend measures no token probabilities"),
+        params.confidence_temperature,
+    )
+    low = low_confidence_warning(confidence, params.min_confidence, bool(options))
     return SceneAnswer(
         request_id=request_id,
         question=question,
@@ -371,10 +427,18 @@ def build_answer(
         lifted=None if lifting.lifted is None else tuple(lifting.lifted),
         no_3d_reason=lifting.no_3d_reason,
         relations=relations,
-        warnings=(*result.result.warnings, *lifting.warnings, *relations.warnings),
+        warnings=(
+            *result.result.warnings,
+            *frames.warnings,
+            *lifting.warnings,
+            *relations.warnings,
+            *([low] if low else []),
+        ),
         depth_warning=lifting.depth_warning,
         # A scene report that raced the end of the request went out with the answer.
         scene_s=float(result.total_s if scene_s is None else min(scene_s, result.total_s)),
+        confidence=confidence,
+        placement=frames.placement,
     )
 
 
@@ -393,7 +457,8 @@ class SceneProgress:
         lifted: One 3D estimate per object, or None when no 3D was possible or wanted.
         no_3d_reason: Why there is no 3D when ``lifted`` is None.
         relations: The depth check of every relation.
-        warnings: The parser's, the 3D and the relation warnings so far.
+        warnings: The parser's, the frames', the 3D and the relation warnings so far.
+        placement: Where the 3D is reported (:attr:`Frames.placement`).
     """
 
     request_id: str
@@ -402,6 +467,7 @@ class SceneProgress:
     no_3d_reason: str
     relations: RelationReport
     warnings: tuple[str, ...] = ()
+    placement: Placement | None = None
 
 
 @dataclass(frozen=True)
@@ -474,7 +540,13 @@ class _Streaming:
                         lifted=None if lifting.lifted is None else tuple(lifting.lifted),
                         no_3d_reason=lifting.no_3d_reason,
                         relations=relations,
-                        warnings=(*parsed.warnings, *lifting.warnings, *relations.warnings),
+                        warnings=(
+                            *parsed.warnings,
+                            *self.frames.warnings,
+                            *lifting.warnings,
+                            *relations.warnings,
+                        ),
+                        placement=self.frames.placement,
                     )
                     scene_new = True
             progress = Progress(
@@ -559,12 +631,15 @@ class AnsweringPipeline:
         self.engine = InferenceEngine(self.backend, engine_config(values, **engine_overrides))
         # Seconds to each answer's scene graph, for its percentiles beside the total latency.
         self._scene_times: deque[float] = deque(maxlen=self.engine.config.latency_window)
+        # Confidence of each recent multiple-choice answer (None: not measured).
+        self._confidences: deque[float | None] = deque(maxlen=self.engine.config.latency_window)
         self._scene_lock = threading.Lock()
 
     def update_scene(self, values: Mapping[str, Any]) -> None:
-        """Measure the scenes of the answers built from now on with ``values``
+        """Measure the scenes of the requests submitted from now on with ``values``
         (:data:`SCENE_PARAMETERS`): the one part of the pipeline a running node changes
-        without configuring again.
+        without configuring again. A request already submitted keeps the settings it started
+        with, for its early scene graph and its answer alike.
 
         Raises:
             ValueError: Values out of range (the problem named); nothing changes.
@@ -589,12 +664,16 @@ class AnsweringPipeline:
         self.engine.shutdown(reason)
 
     def stats(self) -> dict[str, Any]:
-        """The engine's statistics plus the time to the scene graph (``scene_p50_s`` ...)."""
+        """The engine's statistics plus the time to the scene graph (``scene_p50_s`` ...) and
+        the recent answers' confidence distribution (``confidence_p50`` ...,
+        :func:`~spatialthinker_ros.core.confidence.confidence_summary`)."""
         stats = self.engine.stats()
         with self._scene_lock:
             times = sorted(self._scene_times)
+            confidences = list(self._confidences)
         for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99)):
             stats[f"scene_{name}_s"] = percentile(times, q)
+        stats.update(confidence_summary(confidences, self.scene.min_confidence))
         return stats
 
     def submit(
@@ -623,8 +702,12 @@ class AnsweringPipeline:
                 streams and the ``stream`` parameter is on), on the engine's text thread;
                 never after the answer: its last report comes before ``on_done``.
         """
+        # The settings this request started with, for its early scene graph and its answer
+        # alike: a parameter changed while it runs applies from the next request on, else the
+        # graph at </scene> and the answer would measure the same scene differently.
+        scene = self.scene
         streaming = (
-            _Streaming(request_id, options, frames, self.scene, on_progress)
+            _Streaming(request_id, options, frames, scene, on_progress)
             if on_progress is not None
             else None
         )
@@ -648,10 +731,13 @@ class AnsweringPipeline:
             try:
                 result: EngineResult = engine_future.result()
                 answer = build_answer(
-                    request_id, question, options, result, frames_, self.scene, scene_s
+                    request_id, question, options, result, frames_, scene, scene_s
                 )
                 with self._scene_lock:
                     self._scene_times.append(answer.scene_s)
+                    if answer.options:
+                        measured = answer.confidence.measured
+                        self._confidences.append(answer.confidence.confidence if measured else None)
             except RequestFailed as failed:
                 handle_.future.set_exception(failed)
             except Exception as error:  # a cancelled future or a bug: still one outcome

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-__all__ = ["PALETTE", "draw_annotations", "label_colour"]
+__all__ = ["PALETTE", "confidence_text", "draw_annotations", "label_colour"]
 
 # Twenty well-separated colours (Tableau 20 order, RGB). A fixed table rather than a generated
 # hue wheel so neighbouring entries differ strongly and text on them stays readable.
@@ -48,6 +48,8 @@ _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _MAX_LABEL_CHARS = 40
 # The banner may take at most this fraction of the image height; the rest is elided.
 _MAX_BANNER_FRACTION = 0.4
+# Options whose probability the confidence line lists (the rest are elided).
+_MAX_LISTED_OPTIONS = 8
 
 
 def _normalise_label(label: str) -> str:
@@ -183,13 +185,58 @@ def _draw_banner(image: np.ndarray, lines_in: list[str], scale: float, thickness
         cv2.putText(image, line, (margin, y), _FONT, scale, (255, 255, 255), thickness, cv2.LINE_AA)
 
 
+def _banner_lines(question: str | None, answer: str | None, confidence: str | None) -> list[str]:
+    """The bottom banner's lines: the question, the answer, its confidence (those given)."""
+    lines = []
+    if question:
+        lines.append("Q: " + _ascii(question))
+    if answer:
+        lines.append("A: " + _ascii(answer))
+    if confidence:
+        lines.append(_ascii(confidence))
+    return lines
+
+
+def confidence_text(
+    options: int,
+    probabilities: Sequence[float],
+    confidence: float | None,
+    choice: str,
+    note: str = "",
+) -> str | None:
+    """The debug image's confidence line of an answer (as ``SpatialAnswer`` carries it).
+
+    Args:
+        options: How many options the question had (0: an open question, which has no line).
+        probabilities: The option probabilities (empty when not measured).
+        confidence: The chosen option's probability; None when not measured.
+        choice: The chosen letter ("" for none).
+        note: Why it was not measured.
+
+    Returns:
+        ``"confidence 0.82 (B): A 0.10, B 0.82, C 0.08"``, ``"confidence not measured (...)"``,
+        or None for an open question.
+    """
+    if options <= 0:
+        return None
+    if confidence is None or not probabilities:
+        return f"confidence not measured ({note})" if note else "confidence not measured"
+    listed = ", ".join(
+        f"{chr(65 + i)} {p:.2f}" for i, p in enumerate(probabilities[:_MAX_LISTED_OPTIONS])
+    )
+    more = ", ..." if len(probabilities) > _MAX_LISTED_OPTIONS else ""
+    chosen = f"({choice})" if choice else "(no option chosen)"
+    return f"confidence {confidence:.2f} {chosen}: {listed}{more}"
+
+
 def draw_annotations(
     rgb: np.ndarray,
     objects: Sequence[tuple[str, tuple[float, float, float, float], str | None]],
     answer: str | None = None,
     question: str | None = None,
+    confidence: str | None = None,
 ) -> np.ndarray:
-    """Draw boxes, ids and the question/answer on a copy of an RGB image.
+    """Draw boxes, ids and the question/answer (and its confidence) on a copy of an RGB image.
 
     Args:
         rgb: ``HxWx3`` RGB image (any numeric dtype; converted to uint8 with clipping), or
@@ -200,6 +247,8 @@ def draw_annotations(
             empty or with non-finite coordinates are skipped.
         answer: Answer text for the bottom banner, or ``None``.
         question: Question text for the bottom banner, or ``None``.
+        confidence: The answer's confidence line (:func:`confidence_text`) for the banner, or
+            ``None``.
 
     Returns:
         A new ``HxWx3`` uint8 RGB image; ``rgb`` is not modified.
@@ -252,11 +301,7 @@ def draw_annotations(
     for (x0, y0, _, y1), colour, text in boxes:
         _draw_label(image, text, (x0, y0, y1), colour, font_scale, font_thickness)
 
-    banner: list[str] = []
-    if question:
-        banner.append("Q: " + _ascii(question))
-    if answer:
-        banner.append("A: " + _ascii(answer))
+    banner = _banner_lines(question, answer, confidence)
     if banner:
         _draw_banner(image, banner, font_scale, font_thickness)
     return image

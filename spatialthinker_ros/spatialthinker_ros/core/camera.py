@@ -315,19 +315,28 @@ def _ray_maps(cam: CameraIntrinsics) -> tuple[np.ndarray, np.ndarray]:
     return xn.astype(np.float32), yn.astype(np.float32)
 
 
+#: What depth cameras measure, metres. Readings mostly outside it mean wrong units (a 1/5000 m
+#: PNG read as millimetres puts a room 5x too far, 0.1 mm units 10x); readings merely outside
+#: ``depth.min_depth..depth.max_depth`` are the range a robot chose (a table-top robot's
+#: ``max_depth`` of 1.5 m, the wall behind the table at 3 m).
+SENSOR_RANGE_M = (0.1, 10.0)
+
+
 def depth_range_warning(
     depth_m: np.ndarray, min_depth: float, max_depth: float, scale: float | None = None
 ) -> str:
-    """Say when a depth frame looks like the wrong units, or ``""`` when it looks plausible.
+    """Say when a depth frame looks like the wrong units or has nothing in range, or ``""``.
 
-    A frame is implausible when most of its readings fall outside ``[min_depth, max_depth]``
-    (a 1/5000 m PNG read as millimetres puts a room 5x too far; 0.1 mm read as millimetres 10x).
+    Wrong units: most readings fall outside what depth cameras measure (:data:`SENSOR_RANGE_M`,
+    widened to ``[min_depth, max_depth]`` where that is wider). Nothing in range: the readings
+    are plausible, but under 1 % lie within ``[min_depth, max_depth]``: the range is named, not
+    the scale. A range narrower than the scene is normal and says nothing.
 
     Args:
         depth_m: Depth in metres, NaN invalid (after the unit conversion).
-        min_depth: Nearest plausible depth, metres.
-        max_depth: Farthest plausible depth, metres.
-        scale: The metres-per-unit used, named in the warning.
+        min_depth: Nearest depth used, metres.
+        max_depth: Farthest depth used, metres.
+        scale: The metres-per-unit used, named in the wrong-units warning.
 
     Returns:
         The warning, or ``""``.
@@ -336,15 +345,23 @@ def depth_range_warning(
     z = z[np.isfinite(z) & (z > 0)]
     if z.size < 16:
         return ""
-    far = float(np.mean(z > max_depth))
-    near = float(np.mean(z < min_depth))
-    if far <= 0.5 and near <= 0.5:
+    nearest, farthest = min(min_depth, SENSOR_RANGE_M[0]), max(max_depth, SENSOR_RANGE_M[1])
+    far = float(np.mean(z > farthest))
+    near = float(np.mean(z < nearest))
+    median = float(np.median(z))
+    if far > 0.5 or near > 0.5:
+        unit = f" (depth.scale {scale:g} m per unit)" if scale is not None else ""
+        return (
+            f"depth looks implausible for its units{unit}: median {median:.3g} m, "
+            f"{100 * far:.0f}% of readings beyond {farthest:g} m and {100 * near:.0f}% nearer "
+            f"than {nearest:g} m; check the depth scale"
+        )
+    if np.mean((z >= min_depth) & (z <= max_depth)) >= 0.01:
         return ""
-    unit = f" (depth.scale {scale:g} m per unit)" if scale is not None else ""
     return (
-        f"depth looks implausible for its units{unit}: median {float(np.median(z)):.3g} m, "
-        f"{100 * far:.0f}% of readings beyond {max_depth:g} m and {100 * near:.0f}% nearer "
-        f"than {min_depth:g} m; check the depth scale"
+        f"no depth reading lies within depth.min_depth..depth.max_depth ({min_depth:g}.."
+        f"{max_depth:g} m): median {median:.3g} m, so no object gets 3D; widen the range if"
+        " the objects lie there"
     )
 
 

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from spatialthinker_ros.core import model_frame
 from spatialthinker_ros.core.backends.base import (
     Backend,
     BackendError,
@@ -44,6 +45,9 @@ from spatialthinker_ros.core.backends.base import (
     Batch,
     GenerationSettings,
 )
+from spatialthinker_ros.core.confidence import AnswerConfidence, answer_confidence
+from spatialthinker_ros.core.parsing import SpatialResult, parse_output
+from spatialthinker_ros.core.prompt import build_prompt
 
 _LOG = logging.getLogger(__name__)
 
@@ -111,7 +115,7 @@ class EngineResult:
 
     Attributes:
         request_id: The id of the request's handle.
-        result: Parsed output (``parsing.SpatialResult``), boxes mapped to source pixels.
+        result: Parsed output, boxes mapped to source pixels.
         raw_text: The model's text as generated.
         model_image_size: (w, h) of the image the backend was given.
         stated_size: (w, h) written in the prompt; the frame the model's boxes are in.
@@ -121,10 +125,12 @@ class EngineResult:
         prompt_tokens: Prompt tokens, image included (0 when the backend does not say).
         output_tokens: Generated tokens.
         model_name: Model that answered.
+        confidence: The answer's option probabilities from the model's own tokens, untempered
+            (``core.confidence``; None: not read).
     """
 
     request_id: int
-    result: Any
+    result: SpatialResult
     raw_text: str
     model_image_size: tuple[int, int]
     stated_size: tuple[int, int]
@@ -134,6 +140,7 @@ class EngineResult:
     prompt_tokens: int
     output_tokens: int
     model_name: str
+    confidence: AnswerConfidence | None = None
 
 
 @dataclass(frozen=True)
@@ -156,11 +163,9 @@ TextCallback = Callable[[StreamedText], None]
 
 
 def to_source_pixels(
-    parsed: Any, stated_size: tuple[int, int], source_size: tuple[int, int]
-) -> Any:
+    parsed: SpatialResult, stated_size: tuple[int, int], source_size: tuple[int, int]
+) -> SpatialResult:
     """Map a parsed output's boxes from the stated frame to source-image pixels (in place)."""
-    from spatialthinker_ros.core import model_frame
-
     if tuple(stated_size) != tuple(source_size):
         scaled = model_frame.scale_boxes(
             [obj.bbox for obj in parsed.objects], stated_size, source_size
@@ -351,8 +356,6 @@ class InferenceEngine:
     """
 
     def __init__(self, backend: Backend, config: EngineConfig | None = None) -> None:
-        from spatialthinker_ros.core import model_frame
-
         self.backend = backend
         self.config = config or EngineConfig()
         if self.config.max_batch_size < 1 or self.config.max_queue_size < 1:
@@ -809,9 +812,6 @@ class InferenceEngine:
                         )
 
     def _prepare(self, request: _Request) -> tuple[np.ndarray, str, Any]:
-        from spatialthinker_ros.core import model_frame
-        from spatialthinker_ros.core.prompt import build_prompt
-
         height, width = request.image.shape[:2]
         frame = model_frame.plan_model_frame(
             width,
@@ -887,8 +887,6 @@ class InferenceEngine:
         inference_s: float,
     ) -> None:
         """Parse one backend output (boxes back to source pixels) and end its request."""
-        from spatialthinker_ros.core.parsing import parse_output
-
         request, model_image, _prompt, frame = row
         if isinstance(output, BackendError):
             outcome: EngineResult | RequestFailed = RequestFailed(output.reason, "backend")
@@ -914,6 +912,7 @@ class InferenceEngine:
                     prompt_tokens=output.prompt_tokens,
                     output_tokens=output.output_tokens,
                     model_name=self.backend.model_name,
+                    confidence=answer_confidence(parsed, request.options, output.token_scores),
                 )
             except Exception as exc:
                 outcome = RequestFailed(

@@ -11,8 +11,10 @@ No cv_bridge wheel exists for the environments this package targets (and the PyP
 * :func:`numpy_to_image` builds a ``sensor_msgs/Image`` (optionally padded or big-endian, which the
   tests use to exercise the decoder).
 * :func:`decode_compressed_image` and :func:`decode_compressed_depth` decode
-  ``sensor_msgs/CompressedImage`` from image_transport's ``compressed`` and ``compressedDepth``
-  plugins; :func:`encode_compressed_image` and :func:`encode_compressed_depth` are their inverses.
+  ``sensor_msgs/CompressedImage`` from image_transport's ``compressed`` (JPEG, PNG, TIFF) and
+  ``compressedDepth`` plugins; :func:`encode_compressed_image` and
+  :func:`encode_compressed_depth` are their inverses. Every compressed image's size is read from
+  its header and bounded before it is decoded (:func:`check_encoded_size`).
 
 Depth stays in its wire units here; :func:`spatialthinker_ros.core.camera.depth_to_metres` converts.
 Every malformed message raises :class:`ValueError` with a message that names the problem.
@@ -289,6 +291,19 @@ _JPEG_MAGIC = b"\xff\xd8"
 _JPEG_SOF = frozenset(
     {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 )
+# TIFF byte-order marks with their version: classic TIFF (42) and BigTIFF (43), each
+# little-endian ("II") or big-endian ("MM"). image_transport's compressed plugin writes TIFF
+# ("rgb8; tiff compressed ") as OpenCV encodes it: classic TIFF, little-endian.
+_TIFF_MAGIC = {
+    b"II*\x00": ("<", False),
+    b"MM\x00*": (">", False),
+    b"II+\x00": ("<", True),
+    b"MM\x00+": (">", True),
+}
+# TIFF tags of the first image's width and height (ImageWidth, ImageLength).
+_TIFF_WIDTH, _TIFF_HEIGHT = 256, 257
+# TIFF field types that can hold them: SHORT, LONG, LONG8 (BigTIFF) -> struct format.
+_TIFF_INTEGER = {3: "H", 4: "I", 16: "Q"}
 #: Largest (width, height) decoded by default. A few hundred kB of PNG can claim 60000 x 60000
 #: pixels (gigabytes once decoded), so the size in the header is checked before decoding.
 DEFAULT_MAX_DECODE_SIZE = (4096, 4096)
@@ -298,8 +313,43 @@ class ImageTooLarge(ValueError):
     """An encoded image whose header claims more pixels than the limit."""
 
 
+def _tiff_size(data: bytes) -> tuple[int, int]:
+    """(width, height) of the first image of a TIFF (the one OpenCV decodes), from its first
+    directory (IFD), without decoding the pixels.
+
+    Raises:
+        ValueError: A header or directory that lies outside the data, or no size in it.
+    """
+    order, big = _TIFF_MAGIC[data[:4]]
+    # Classic: 4-byte IFD offset, 2-byte entry count, 12-byte entries with a 4-byte value field.
+    # BigTIFF: 8-byte offset (after 2 bytes of offset size and 2 reserved), 8-byte count,
+    # 20-byte entries with an 8-byte value field.
+    offset_format, count_format, entry_size, value_at = (
+        ("Q", "Q", 20, 12) if big else ("I", "H", 12, 8)
+    )
+    header = 16 if big else 8
+    if len(data) < header:
+        raise ValueError("could not decode: TIFF data is truncated in its header")
+    (ifd,) = struct.unpack_from(order + offset_format, data, 8 if big else 4)
+    count_size = struct.calcsize(count_format)
+    if ifd < header or ifd + count_size > len(data):
+        raise ValueError("could not decode: TIFF data has no image directory within its bytes")
+    (count,) = struct.unpack_from(order + count_format, data, ifd)
+    size: dict[int, int] = {}
+    for index in range(min(count, (len(data) - ifd - count_size) // entry_size)):
+        at = ifd + count_size + index * entry_size
+        tag, kind = struct.unpack_from(order + "HH", data, at)
+        # LONG8 only fits the value field of BigTIFF.
+        if tag in (_TIFF_WIDTH, _TIFF_HEIGHT) and kind in _TIFF_INTEGER and (big or kind != 16):
+            # A single value is stored left-justified in the entry's value field.
+            (size[tag],) = struct.unpack_from(order + _TIFF_INTEGER[kind], data, at + value_at)
+    if _TIFF_WIDTH not in size or _TIFF_HEIGHT not in size:
+        raise ValueError("could not decode: TIFF data has no image width and height")
+    return int(size[_TIFF_WIDTH]), int(size[_TIFF_HEIGHT])
+
+
 def _encoded_size(data: bytes) -> tuple[int, int]:
-    """(width, height) written in a PNG or JPEG header, without decoding the pixels."""
+    """(width, height) written in a PNG, JPEG or TIFF header, without decoding the pixels."""
     if data.startswith(_PNG_MAGIC):
         if len(data) < 24 or data[12:16] != b"IHDR":
             raise ValueError("could not decode: PNG data has no IHDR header")
@@ -328,16 +378,19 @@ def _encoded_size(data: bytes) -> tuple[int, int]:
                 break
             pos += 2 + length
         raise ValueError("could not decode: JPEG data has no frame header with the image size")
+    if data[:4] in _TIFF_MAGIC:
+        return _tiff_size(data)
     raise ValueError(
-        "could not decode: compressed data is neither PNG nor JPEG (the formats image_transport"
-        " writes)"
+        "could not decode: compressed data is neither PNG, JPEG nor TIFF (the formats"
+        " image_transport writes)"
     )
 
 
 def check_encoded_size(
     data: bytes, max_size: tuple[int, int] = DEFAULT_MAX_DECODE_SIZE
 ) -> tuple[int, int]:
-    """Read the image size from a PNG or JPEG header and refuse it before decoding if too big.
+    """Read the image size from a PNG, JPEG or TIFF header and refuse it before decoding if
+    too big.
 
     Args:
         data: The encoded image.
@@ -348,7 +401,7 @@ def check_encoded_size(
 
     Raises:
         ImageTooLarge: Larger than ``max_size`` (the message names both sizes).
-        ValueError: Not PNG or JPEG, or no readable header.
+        ValueError: Not PNG, JPEG or TIFF, or no readable header.
     """
     width, height = _encoded_size(data.tobytes() if isinstance(data, np.ndarray) else bytes(data))
     max_width, max_height = max_size
@@ -376,11 +429,12 @@ def _compressed_bytes(msg: Any) -> np.ndarray:
 def decode_compressed_image(
     msg: Any, max_size: tuple[int, int] = DEFAULT_MAX_DECODE_SIZE
 ) -> np.ndarray:
-    """Decode a ``sensor_msgs/CompressedImage`` (jpeg or png) to RGB uint8 ``HxWx3``.
+    """Decode a ``sensor_msgs/CompressedImage`` (jpeg, png or tiff) to RGB uint8 ``HxWx3``.
 
     image_transport's ``compressed`` plugin encodes colour as BGR (format strings like
-    ``"bgr8; jpeg compressed bgr8"`` or plain ``"jpeg"``), which is what OpenCV decodes to.
-    Grey images become three equal channels; 16-bit PNGs keep their top 8 bits.
+    ``"bgr8; jpeg compressed bgr8"``, ``"rgb8; tiff compressed "`` or plain ``"jpeg"``), which
+    is what OpenCV decodes to. The format is told by the data's own header, not the string.
+    Grey images become three equal channels; 16-bit images keep their top 8 bits.
 
     Args:
         msg: A ``sensor_msgs.msg.CompressedImage``.
@@ -403,8 +457,21 @@ def decode_compressed_image(
     img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if img is None:
         raise ValueError(f"could not decode compressed image (format {fmt!r})")
+    # TIFF may hold what PNG and JPEG cannot (float or signed pixels, 2 or 5+ channels): refuse
+    # it by name rather than hand the model an image it cannot read.
+    if img.dtype not in (np.uint8, np.uint16):
+        raise ValueError(
+            f"compressed image has {img.dtype} pixels (format {fmt!r}); colour must be 8 or"
+            " 16-bit unsigned"
+        )
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
     if img.ndim == 2:
         return to_rgb(img, "mono16" if img.dtype == np.uint16 else "mono8")
+    if img.shape[2] not in (3, 4):
+        raise ValueError(
+            f"compressed image has {img.shape[2]} channels (format {fmt!r}); colour needs 1, 3 or 4"
+        )
     if img.dtype == np.uint16:
         img = (img >> 8).astype(np.uint8)
     if img.shape[2] == 4:

@@ -9,6 +9,9 @@ and is delivered in both ROS encodings: ``depth_mm`` (16UC1, uint16 mm, 0 invali
 (32FC1, float32 m, NaN invalid). Depth can be rendered at another resolution than colour (a
 registered depth image of the same view), by ray-casting again with the rescaled intrinsics.
 
+:func:`room_view` renders the depth of an empty room (floor, walls, ceiling) seen by a pitched
+and rolled camera, with the room's true up in the camera frame, for the up estimate.
+
 Each :class:`SyntheticObject` carries the true 3D centre and size of the *whole* object and the 2D
 box (colour pixels, edge coordinates) of its *visible* pixels, plus how much of it is occluded or
 cut by the image border, so tests can compare only what is measurable.
@@ -26,11 +29,13 @@ from spatialthinker_ros.core.camera import CameraIntrinsics
 __all__ = [
     "DEMO_INTRINSICS",
     "ObjectSpec",
+    "RoomView",
     "SyntheticObject",
     "SyntheticScene",
     "demo_objects",
     "demo_scene",
     "render_scene",
+    "room_view",
 ]
 
 #: 640x480 camera with an off-centre principal point (so centre/principal-point mix-ups show).
@@ -179,60 +184,95 @@ def render_scene(
     rng = np.random.default_rng(seed)
     cam = intrinsics
     depth_c, index_c, axis_c, own_c = _cast(specs, cam, wall_depth)
-
-    # Colour: flat colours, shaded per face so box edges are visible, a little sensor noise.
-    palette = np.array([s.colour for s in specs] + [(170, 170, 160)], dtype=np.float64)
-    shade = np.array([0.7, 0.85, 1.0])[axis_c]
-    rgb = palette[index_c] * shade[:, :, None]
-    wall = index_c < 0
-    rgb[wall] *= (0.8 + 0.2 * np.linspace(0, 1, cam.width))[None, :, None].repeat(cam.height, 0)[
-        wall
+    # The random draws come in this order (colour noise, then depth noise and holes), so a
+    # seed renders the same scene as it always has.
+    rgb = _colour(specs, cam, index_c, axis_c, rng)
+    objects = [
+        _ground_truth(i, spec, cam, index_c == i, int(own_c[i].sum()))
+        for i, spec in enumerate(specs)
     ]
-    rgb += rng.normal(0.0, 3.0, rgb.shape)
-    rgb = np.clip(rgb, 0, 255).astype(np.uint8)
-
-    objects = []
-    for i, spec in enumerate(specs):
-        mask = index_c == i
-        visible = int(mask.sum())
-        bbox = None
-        if visible:
-            rows = np.flatnonzero(mask.any(axis=1))
-            cols = np.flatnonzero(mask.any(axis=0))
-            bbox = (float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1))
-        unoccluded = int(own_c[i].sum())
-        corners = np.array(
-            [
-                [spec.center[a] + sgn[a] * spec.size[a] / 2.0 for a in range(3)]
-                for sgn in np.array(np.meshgrid([-1, 1], [-1, 1], [-1, 1])).T.reshape(-1, 3)
-            ]
-        )
-        uv = cam.project(corners)
-        truncated = bool(
-            (uv[:, 0] < -0.5).any()
-            or (uv[:, 0] > cam.width - 0.5).any()
-            or (uv[:, 1] < -0.5).any()
-            or (uv[:, 1] > cam.height - 0.5).any()
-        )
-        objects.append(
-            SyntheticObject(
-                id=f"obj{i}",
-                label=spec.label,
-                bbox=bbox,
-                center=tuple(float(c) for c in spec.center),
-                size=tuple(float(s) for s in spec.size),
-                kind=spec.kind,
-                visible_pixels=visible,
-                occluded_fraction=1.0 - visible / unoccluded if unoccluded else 0.0,
-                truncated=truncated,
-            )
-        )
-
     # Depth: same view, possibly another resolution (registered depth).
     if depth_size is None or tuple(depth_size) == cam.size:
         exact = depth_c
     else:
         exact, _, _, _ = _cast(specs, cam.scaled(*depth_size), wall_depth)
+    depth_m, depth_mm = _sensor_depth(
+        exact,
+        rng,
+        noise_base=noise_base,
+        noise_rel=noise_rel,
+        hole_fraction=hole_fraction,
+        hole_patches=hole_patches,
+    )
+    return SyntheticScene(rgb, depth_m, depth_mm, cam, objects, exact.astype(np.float32))
+
+
+def _colour(
+    specs: Sequence[ObjectSpec],
+    cam: CameraIntrinsics,
+    index: np.ndarray,
+    axis: np.ndarray,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Flat colours, shaded per face so box edges are visible, a little sensor noise."""
+    palette = np.array([s.colour for s in specs] + [(170, 170, 160)], dtype=np.float64)
+    shade = np.array([0.7, 0.85, 1.0])[axis]
+    rgb = palette[index] * shade[:, :, None]
+    wall = index < 0
+    rgb[wall] *= (0.8 + 0.2 * np.linspace(0, 1, cam.width))[None, :, None].repeat(cam.height, 0)[
+        wall
+    ]
+    rgb += rng.normal(0.0, 3.0, rgb.shape)
+    return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+def _ground_truth(
+    i: int, spec: ObjectSpec, cam: CameraIntrinsics, mask: np.ndarray, unoccluded: int
+) -> SyntheticObject:
+    """What is true and measurable of object ``i``, from its visible ``mask`` and the pixel
+    count ``unoccluded`` its shape would cover alone."""
+    visible = int(mask.sum())
+    bbox = None
+    if visible:
+        rows = np.flatnonzero(mask.any(axis=1))
+        cols = np.flatnonzero(mask.any(axis=0))
+        bbox = (float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1))
+    corners = np.array(
+        [
+            [spec.center[a] + sgn[a] * spec.size[a] / 2.0 for a in range(3)]
+            for sgn in np.array(np.meshgrid([-1, 1], [-1, 1], [-1, 1])).T.reshape(-1, 3)
+        ]
+    )
+    uv = cam.project(corners)
+    truncated = bool(
+        (uv[:, 0] < -0.5).any()
+        or (uv[:, 0] > cam.width - 0.5).any()
+        or (uv[:, 1] < -0.5).any()
+        or (uv[:, 1] > cam.height - 0.5).any()
+    )
+    return SyntheticObject(
+        id=f"obj{i}",
+        label=spec.label,
+        bbox=bbox,
+        center=tuple(float(c) for c in spec.center),
+        size=tuple(float(s) for s in spec.size),
+        kind=spec.kind,
+        visible_pixels=visible,
+        occluded_fraction=1.0 - visible / unoccluded if unoccluded else 0.0,
+        truncated=truncated,
+    )
+
+
+def _sensor_depth(
+    exact: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    noise_base: float,
+    noise_rel: float,
+    hole_fraction: float,
+    hole_patches: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact depth as a sensor delivers it: noisy, with holes, in metres and in millimetres."""
     noisy = exact + rng.normal(0.0, 1.0, exact.shape) * (noise_base + noise_rel * exact)
     holes = rng.random(exact.shape) < hole_fraction
     h, w = exact.shape
@@ -244,7 +284,7 @@ def render_scene(
     depth_m[holes] = np.nan
     depth_mm = np.clip(np.round(noisy * 1000.0), 0, 65535).astype(np.uint16)
     depth_mm[holes] = 0
-    return SyntheticScene(rgb, depth_m, depth_mm, cam, objects, exact.astype(np.float32))
+    return depth_m, depth_mm
 
 
 def demo_objects() -> list[ObjectSpec]:
@@ -281,3 +321,75 @@ def demo_scene(
         The scene.
     """
     return render_scene(demo_objects(), intrinsics, depth_size=depth_size, seed=seed)
+
+
+@dataclass(frozen=True)
+class RoomView:
+    """An empty room's depth as a pitched and rolled camera sees it.
+
+    Attributes:
+        depth_m: ``HxW`` float32 depth in metres, NaN where no surface lies within 8 m.
+        depth_mm: The same in millimetres (uint16, 0 invalid), as a 16UC1 camera sends it.
+        up: The room's up direction in the camera's optical frame (a unit vector).
+    """
+
+    depth_m: np.ndarray
+    depth_mm: np.ndarray
+    up: tuple[float, float, float]
+
+
+def room_view(
+    intrinsics: CameraIntrinsics = DEMO_INTRINSICS,
+    pitch_deg: float = 0.0,
+    roll_deg: float = 0.0,
+    *,
+    floor: float = 1.2,
+    ahead: float | None = 4.0,
+    left: float | None = None,
+    right: float | None = None,
+    ceiling: float | None = None,
+) -> RoomView:
+    """Render the room around a camera pitched down by ``pitch_deg`` and then rolled about its
+    optical axis by ``roll_deg`` (positive: the image turns clockwise; at 90 degrees the
+    camera's -y points to the room's right).
+
+    The room's frame has a level camera's axes (x right, y down, z forward) and the camera at its
+    origin; every distance is from the camera, in metres, and None leaves that surface out.
+
+    Args:
+        intrinsics: The camera.
+        pitch_deg: Downward pitch.
+        roll_deg: Roll about the optical axis, after the pitch.
+        floor: Height of the camera above the floor.
+        ahead: Distance to the wall ahead.
+        left: Distance to the wall on the left.
+        right: Distance to the wall on the right.
+        ceiling: Height of the ceiling above the camera.
+
+    Returns:
+        The depth and the true up.
+    """
+    p, r = np.radians(pitch_deg), np.radians(roll_deg)
+    pitch = np.array([[1, 0, 0], [0, np.cos(p), np.sin(p)], [0, -np.sin(p), np.cos(p)]])
+    roll = np.array([[np.cos(r), -np.sin(r), 0], [np.sin(r), np.cos(r), 0], [0, 0, 1]])
+    to_room = pitch @ roll  # camera -> room rotation
+    k = intrinsics
+    rows, cols = np.mgrid[0 : k.height, 0 : k.width].astype(np.float64)
+    # Pixel centres at whole coordinates (CameraInfo's K); rays with z = 1 in the camera frame.
+    rays = np.stack([(cols - k.cx) / k.fx, (rows - k.cy) / k.fy, np.ones_like(cols)], axis=-1)
+    room = rays @ to_room.T
+    depth = np.full(rows.shape, np.inf)
+    # Each plane: (axis, signed distance along it); a ray meets it where it heads that way.
+    planes = [(1, floor), (2, ahead), (0, None if left is None else -left), (0, right)]
+    planes.append((1, None if ceiling is None else -ceiling))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for axis, distance in planes:
+            if distance is None:
+                continue
+            t = distance / room[..., axis]
+            depth = np.minimum(depth, np.where(t > 0, t, np.inf))
+    depth[~np.isfinite(depth) | (depth > 8.0)] = np.nan
+    depth_m = depth.astype(np.float32)
+    depth_mm = np.where(np.isfinite(depth), np.round(depth * 1000.0), 0).astype(np.uint16)
+    up = to_room.T @ np.array([0.0, -1.0, 0.0])
+    return RoomView(depth_m, depth_mm, (float(up[0]), float(up[1]), float(up[2])))

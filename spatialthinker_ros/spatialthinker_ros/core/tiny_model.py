@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 # The Qwen2.5-VL special tokens, in the order the real vocabulary lists them (ids after the
 # BPE merges). Only these seven are needed for still images and the chat template.
@@ -107,6 +108,10 @@ def _train_tokenizer(vocab_size: int = 600):
     return tokenizer
 
 
+# The vision tower's patch geometry, shared by the image processor and the model config.
+_PATCH, _MERGE, _TEMPORAL = 14, 2, 2
+
+
 def build_tiny_model(directory: str | Path, seed: int = 0) -> Path:
     """Write a tiny random-weight Qwen2.5-VL with processor and tokenizer to ``directory``.
 
@@ -121,19 +126,20 @@ def build_tiny_model(directory: str | Path, seed: int = 0) -> Path:
     Returns:
         The directory as a ``Path``.
     """
-    import torch
-    from transformers import (
-        GenerationConfig,
-        PreTrainedTokenizerFast,
-        Qwen2_5_VLConfig,
-        Qwen2_5_VLForConditionalGeneration,
-        Qwen2_5_VLProcessor,
-        Qwen2VLImageProcessor,
-    )
-    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
-
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
+    tokenizer = _tokenizer()
+    ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in SPECIAL_TOKENS}
+    processor = _processor(tokenizer)
+    model = _model(_config(len(tokenizer), ids), ids, seed)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+def _tokenizer() -> Any:
+    """The trained BPE tokenizer as a transformers fast tokenizer, with the chat template."""
+    from transformers import PreTrainedTokenizerFast
 
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=_train_tokenizer(),
@@ -148,31 +154,41 @@ def build_tiny_model(directory: str | Path, seed: int = 0) -> Path:
         model_max_length=32768,
     )
     tokenizer.chat_template = CHAT_TEMPLATE
-    ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in SPECIAL_TOKENS}
+    return tokenizer
 
-    patch, merge, temporal = 14, 2, 2
+
+def _processor(tokenizer: Any) -> Any:
+    """Qwen2.5-VL's processor: the real image and video processors with the tiny patch sizes."""
+    from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
     image_processor = Qwen2VLImageProcessor(
-        patch_size=patch,
-        merge_size=merge,
-        temporal_patch_size=temporal,
+        patch_size=_PATCH,
+        merge_size=_MERGE,
+        temporal_patch_size=_TEMPORAL,
         min_pixels=56 * 56,
         max_pixels=28 * 28 * 1280,
     )
     video_processor = Qwen2VLVideoProcessor(
-        patch_size=patch, merge_size=merge, temporal_patch_size=temporal
+        patch_size=_PATCH, merge_size=_MERGE, temporal_patch_size=_TEMPORAL
     )
-    processor = Qwen2_5_VLProcessor(
+    return Qwen2_5_VLProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
         video_processor=video_processor,
         chat_template=CHAT_TEMPLATE,
     )
 
+
+def _config(vocab_size: int, ids: dict[str, int]) -> Any:
+    """The real Qwen2.5-VL architecture with toy sizes (2 text and 2 vision layers)."""
+    from transformers import Qwen2_5_VLConfig
+
     hidden, heads = 64, 4
     head_dim = hidden // heads  # 16 -> mrope sections must sum to 8
     config = Qwen2_5_VLConfig(
         text_config={
-            "vocab_size": len(tokenizer),
+            "vocab_size": vocab_size,
             "hidden_size": hidden,
             "intermediate_size": 128,
             "num_hidden_layers": 2,
@@ -193,9 +209,9 @@ def build_tiny_model(directory: str | Path, seed: int = 0) -> Path:
             "hidden_size": 32,
             "intermediate_size": 64,
             "num_heads": 2,
-            "patch_size": patch,
-            "spatial_merge_size": merge,
-            "temporal_patch_size": temporal,
+            "patch_size": _PATCH,
+            "spatial_merge_size": _MERGE,
+            "temporal_patch_size": _TEMPORAL,
             "window_size": 112,
             "out_hidden_size": hidden,
             "fullatt_block_indexes": [1],
@@ -206,6 +222,13 @@ def build_tiny_model(directory: str | Path, seed: int = 0) -> Path:
         vision_end_token_id=ids["<|vision_end|>"],
     )
     assert sum(config.text_config.rope_parameters["mrope_section"]) == head_dim // 2
+    return config
+
+
+def _model(config: Any, ids: dict[str, int], seed: int) -> Any:
+    """The model with random weights drawn from ``seed``, greedy decoding by default."""
+    import torch
+    from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
 
     torch.manual_seed(seed)
     model = Qwen2_5_VLForConditionalGeneration(config).to(torch.float32).eval()
@@ -215,9 +238,7 @@ def build_tiny_model(directory: str | Path, seed: int = 0) -> Path:
         bos_token_id=ids["<|endoftext|>"],
         do_sample=False,
     )
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    return out
+    return model
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,8 +3,9 @@
 It renders the ``SpatialAnswer`` message, so what a tool writes is field for field what the node
 publishes: the tools render their :class:`~spatialthinker_ros.answering.pipeline.SceneAnswer` with
 :func:`~spatialthinker_ros.ros.ros_conversions.answer_message` first, the demo renders what the
-node sent it. Numbers are rounded for people (0.1 mm, 1 ms); a non-finite number is written as
-null, so strict JSON readers accept every file.
+node sent it. Numbers are rounded for people (0.1 mm, 1 ms; probabilities to 6 digits, enough
+for ``eval`` to fit a temperature on); a non-finite number is written as null, so strict JSON
+readers accept every file.
 """
 
 from __future__ import annotations
@@ -28,6 +29,21 @@ def _number(value: float, digits: int = 4) -> float | None:
 
 def _vector(values: Iterable[float]) -> list[float | None]:
     return [_number(v) for v in values]
+
+
+def _confidence(answer: SpatialAnswer) -> dict[str, Any]:
+    """The confidence fields; probabilities to 6 digits (float32 holds about 7), and the
+    numbers that mean nothing without a measurement null."""
+    measured = answer.confidence_source == SpatialAnswer.CONFIDENCE_TOKENS
+    return {
+        "option_probabilities": [_number(p, 6) for p in answer.option_probabilities],
+        "confidence": _number(answer.confidence, 6) if measured else None,
+        "confidence_source": answer.confidence_source,
+        "confidence_note": answer.confidence_note,
+        "option_mass": _number(answer.option_mass, 6) if measured else None,
+        "other_letters_mass": _number(answer.other_letters_mass, 6) if measured else None,
+        "answer_mean_logprob": _number(answer.answer_mean_logprob),
+    }
 
 
 def answer_to_json(answer: SpatialAnswer, result: EngineResult | None = None) -> dict[str, Any]:
@@ -56,7 +72,10 @@ def answer_to_json(answer: SpatialAnswer, result: EngineResult | None = None) ->
                 center=_vector(centre),
                 surface=_vector((o.surface.x, o.surface.y, o.surface.z)),
                 size=_vector((o.size.x, o.size.y, o.size.z)),
-                distance=_number(math.sqrt(sum(v * v for v in centre))),
+                orientation=_vector(
+                    (o.orientation.x, o.orientation.y, o.orientation.z, o.orientation.w)
+                ),
+                distance=_number(o.distance),
                 valid_depth_pixels=int(o.valid_depth_pixels),
                 depth_fill=_number(o.depth_fill),
             )
@@ -68,12 +87,15 @@ def answer_to_json(answer: SpatialAnswer, result: EngineResult | None = None) ->
     data: dict[str, Any] = {
         "request_id": answer.request_id,
         "stamp": stamp.sec + stamp.nanosec * 1e-9,
-        "frame_id": answer.header.frame_id,
+        # The frame of every 3D value below: the image's optical frame or the target frame.
+        "frame_id": answer.scene_graph.header.frame_id or answer.header.frame_id,
+        "image_frame_id": answer.header.frame_id,
         "question": answer.question,
         "options": list(answer.options),
         "answer": answer.answer,
         "choice": answer.choice or None,
         "choice_index": answer.choice_index if answer.choice_index >= 0 else None,
+        **_confidence(answer),
         "observation": answer.observation,
         "reasoning": answer.reasoning,
         "objects": objects,
@@ -88,6 +110,7 @@ def answer_to_json(answer: SpatialAnswer, result: EngineResult | None = None) ->
             for r in answer.scene_graph.relations
         ],
         "up": _vector((up.x, up.y, up.z)) if any((up.x, up.y, up.z)) else None,
+        "up_source": answer.scene_graph.up_source or None,
         "relations_contradicted": int(answer.relations_contradicted),
         "strict_format": bool(answer.strict_format),
         "warnings": list(answer.warnings),

@@ -6,8 +6,10 @@ from __future__ import annotations
 import math
 import textwrap
 
+import numpy as np
 from builtin_interfaces.msg import Duration
-from geometry_msgs.msg import Point
+from geometry_msgs.msg import Point, Quaternion
+from scipy.spatial.transform import Rotation
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
@@ -56,6 +58,18 @@ def _usable_3d(obj: SceneObject) -> bool:
     """True when ``obj`` has a 3D estimate RViz can draw (non-finite values would be rejected)."""
     c, s = obj.center, obj.size
     return bool(obj.has_3d) and _finite(c.x, c.y, c.z, s.x, s.y, s.z)
+
+
+def _box_rotation(obj: SceneObject) -> Rotation | None:
+    """The box's orientation when it is not the identity (None: axis-aligned; an unset or
+    unusable quaternion counts as the identity)."""
+    q = obj.orientation
+    values = (float(q.x), float(q.y), float(q.z), float(q.w))
+    if not _finite(*values) or values in ((0.0, 0.0, 0.0, 1.0), (0.0, 0.0, 0.0, 0.0)):
+        return None
+    if math.sqrt(sum(v * v for v in values)) < 1e-6:
+        return None
+    return Rotation.from_quat(values)
 
 
 class _Builder:
@@ -169,16 +183,27 @@ def scene_graph_markers(
 
         cube = builder.add(Marker.CUBE)
         cube.pose.position = centre
+        rotation = _box_rotation(obj)
+        if rotation is not None:  # a box reported in a target frame turns with the camera
+            qx, qy, qz, qw = (float(v) for v in rotation.as_quat())  # normalised for RViz
+            cube.pose.orientation = Quaternion(x=qx, y=qy, z=qz, w=qw)
         cube.scale.x, cube.scale.y, cube.scale.z = size
         cube.color = _rgba(colour_key, _BOX_ALPHA)
 
-        distance = math.sqrt(centre.x**2 + centre.y**2 + centre.z**2)
+        # From the camera, in any frame (a target frame's origin is not the camera). Unset (0)
+        # by a publisher that predates the field: the centre's norm, right in the camera frame.
+        distance = float(obj.distance)
+        if not distance > 0.0 and rotation is None:
+            distance = math.sqrt(centre.x**2 + centre.y**2 + centre.z**2)
         suffix = f" {distance:.2f} m"
         label = builder.add(Marker.TEXT_VIEW_FACING)
         label.text = _shorten(obj.id or obj.label, MAX_TEXT_CHARS - len(suffix)) + suffix
-        # "Above" in the optical frame is -y; lift the text clear of the box top.
+        # "Above" the box is its own -y (the camera's); lift the text clear of the box top.
+        lift = np.array([0.0, -(size[1] / 2.0 + text_height), 0.0])
+        if rotation is not None:
+            lift = rotation.apply(lift)
         label.pose.position = Point(
-            x=centre.x, y=centre.y - size[1] / 2.0 - text_height, z=centre.z
+            x=centre.x + float(lift[0]), y=centre.y + float(lift[1]), z=centre.z + float(lift[2])
         )
         label.scale.z = float(text_height)
         label.color = _TEXT_COLOUR

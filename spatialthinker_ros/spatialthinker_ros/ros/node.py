@@ -14,57 +14,52 @@ goal, the ~/question topic or the continuous-mode timer).
 from __future__ import annotations
 
 import itertools
-import signal
-import threading
 import time
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
-from rclpy.serialization import deserialize_message
-from rclpy.signals import SignalHandlerOptions
-from sensor_msgs.msg import Image
-from std_msgs.msg import Header, String
-from visualization_msgs.msg import MarkerArray
+from std_msgs.msg import String
 
-from spatialthinker_msgs.msg import SceneGraph, SpatialAnswer
 from spatialthinker_ros.answering.parameters import (
     MAX_TIMEOUT_S,
     PARAMETERS,
     PARAMETERS_BY_NAME,
     describe,
-    split_options,
     validate_all,
 )
 from spatialthinker_ros.answering.pipeline import (
     SCENE_PARAMETERS,
     AnswerHandle,
     AnsweringPipeline,
-    Frames,
     Progress,
     RequestRejected,
     check_question,
-    intrinsics_for_colour,
 )
-from spatialthinker_ros.core import images
-from spatialthinker_ros.core.annotate import draw_annotations
-from spatialthinker_ros.core.camera import CameraIntrinsics
 from spatialthinker_ros.core.engine import Priority, RequestFailed
-from spatialthinker_ros.core.frame_buffer import FrameSelection, NoFrameError
 from spatialthinker_ros.core.model_frame import native_frame_warning
 from spatialthinker_ros.core.relation_check import ContradictionCounter
-from spatialthinker_ros.ros.markers import scene_graph_markers
-from spatialthinker_ros.ros.node_calls import PendingRequest, QueryInterfaces, RateLimit
+from spatialthinker_ros.ros.node_calls import (
+    PendingRequest,
+    QueryInterfaces,
+    RateLimit,
+    unsendable,
+)
+from spatialthinker_ros.ros.node_continuous import ContinuousMode
 from spatialthinker_ros.ros.node_diagnostics import EngineSnapshot, engine_status, inputs_status
-from spatialthinker_ros.ros.node_inputs import CameraInputs
-from spatialthinker_ros.ros.ros_conversions import answer_message, bounded, scene_graph_message
+from spatialthinker_ros.ros.node_inputs import CameraInputs, FrameSettings
+from spatialthinker_ros.ros.node_outputs import NodeOutputs
+from spatialthinker_ros.ros.node_runner import run
+from spatialthinker_ros.ros.ros_conversions import (
+    answer_message,
+    bounded,
+    scene_graph_message,
+)
+from spatialthinker_ros.ros.tf_listener import TfListener
 
 NODE_NAME = "spatialthinker"
 # Executor threads: waiting calls hold none (they are coroutines), so a few serve inputs,
@@ -88,6 +83,7 @@ class SpatialThinkerNode(LifecycleNode):
 
         self._input_errors: dict[str, str] = {}
         self._inputs = CameraInputs(self, self._input_errors)
+        self._tf = TfListener(self, self._now)
         self._ids = itertools.count(1)
         self._pipeline: AnsweringPipeline | None = None
         self._backend_state = "unconfigured"
@@ -95,16 +91,20 @@ class SpatialThinkerNode(LifecycleNode):
         # Relations the depth contradicted, per minute, for diagnostics.
         self._contradictions = ContradictionCounter(60.0)
         self._active = False
-        self._continuous_pending: PendingRequest | None = None
         # Set once: 'native' states a size the model does not see (logged, in diagnostics).
         self._frame_warning: str | None = None
+        # Set by a signal's walk down the lifecycle: its cleanup fails the waiting calls with
+        # "node shutting down" (what callers are told), not "node cleaned up".
+        self._exiting = False
 
         self._input_group = MutuallyExclusiveCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
         # Diagnostics on their own, so a busy continuous-mode tick never delays them.
         self._diagnostics_group = MutuallyExclusiveCallbackGroup()
         self._request_group = ReentrantCallbackGroup()
-        self._continuous_timer = None
+        self._continuous = ContinuousMode(
+            self, self._timer_group, self._start_request, self._input_errors
+        )
         self._question_limit = RateLimit()
         self._questions_dropped = 0
         # Query interfaces exist in every lifecycle state, so a caller always
@@ -115,10 +115,7 @@ class SpatialThinkerNode(LifecycleNode):
         self.create_subscription(
             String, "~/question", self._on_question, 10, callback_group=self._input_group
         )
-        self._answer_pub = self.create_publisher(SpatialAnswer, "~/answer", 10)
-        self._graph_pub = self.create_publisher(SceneGraph, "~/scene_graph", 10)
-        self._markers_pub = self.create_publisher(MarkerArray, "~/markers", 10)
-        self._debug_pub = self.create_publisher(Image, "~/debug_image", 2)
+        self._outputs = NodeOutputs(self)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         period = self._param("diagnostics_period")
         if validate_all({"diagnostics_period": period}):
@@ -164,7 +161,7 @@ class SpatialThinkerNode(LifecycleNode):
             if self._pipeline is not None and names.intersection(SCENE_PARAMETERS):
                 self._pipeline.update_scene(self._parameter_values())  # the next answers'
             if self._active and "rate_hz" in names:
-                self._start_continuous()
+                self._continuous.start()
         except Exception as error:
             self._input_errors["parameters"] = f"{', '.join(sorted(names))} not applied: {error}"
             self.get_logger().error(self._input_errors["parameters"])
@@ -202,8 +199,9 @@ class SpatialThinkerNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
             self._subscribe_inputs()
+            self._tf.subscribe()
             self._active = True
-            self._start_continuous()
+            self._continuous.start()
         except Exception as error:
             # Undo what was started, so the node is what the lifecycle says: inactive.
             self._stop_inputs()
@@ -216,15 +214,16 @@ class SpatialThinkerNode(LifecycleNode):
     def _stop_inputs(self) -> None:
         """Stop answering: no continuous timer, no input subscriptions, no old frames."""
         self._active = False
-        self._stop_continuous()
+        self._continuous.stop()
         self._inputs.stop()
+        self._tf.unsubscribe()
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_inputs()
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._shutdown_pipeline("node cleaned up")
+        self._shutdown_pipeline("node shutting down" if self._exiting else "node cleaned up")
         return super().on_cleanup(state)
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -253,12 +252,20 @@ class SpatialThinkerNode(LifecycleNode):
         self._active = False
         self._shutdown_pipeline("node shutting down")
 
+    def autostart(self) -> None:
+        """Configure and activate when the ``autostart`` parameter says so (at start-up)."""
+        if self._param("autostart"):
+            self.trigger_configure()
+            if self._pipeline is not None:
+                self.trigger_activate()
+
     def shut_down_gracefully(self, wait_s: float = 5.0) -> None:
         """Walk the lifecycle down (deactivate, cleanup, shutdown) while the executor spins.
 
         Observers of ``~/transition_event`` see each step, the backend frees the GPU, and
         every waiting call gets its failure before the process exits.
         """
+        self._exiting = True
         steps = []
         if self._active:
             steps.append(("deactivate", self.trigger_deactivate))
@@ -282,7 +289,7 @@ class SpatialThinkerNode(LifecycleNode):
 
     # ----------------------------------------------------------------- requests
 
-    def _start_request(
+    async def _start_request(
         self,
         question: str,
         options: Sequence[str],
@@ -290,18 +297,21 @@ class SpatialThinkerNode(LifecycleNode):
         timeout: float,
         priority: Priority,
         source: str,
+        target_frame: str = "",
     ) -> PendingRequest:
-        """Validate, choose and convert the frames, and queue the request.
+        """Validate, pair and convert the frames, look up their transforms, and queue the
+        request.
+
+        A coroutine: when the newest colour frame's depth is due (see
+        :meth:`~spatialthinker_ros.core.frame_buffer.FrameBuffer.plan_wait`), it awaits that
+        depth up to ``sync_wait``, and TF at the colour frame's stamp up to ``tf_timeout``
+        (:meth:`~spatialthinker_ros.ros.tf_listener.TfListener.transforms`), without holding an
+        executor thread. ``target_frame`` ("" = the parameter) is where the 3D is reported.
 
         Raises:
             RequestRejected: With the reason users see.
         """
-        pipeline = self._pipeline
-        if not self._active or pipeline is None:
-            raise RequestRejected(
-                f"node is not active (lifecycle state '{self._state_label()}'):"
-                " configure and activate it first"
-            )
+        self._active_pipeline()
         question, options = check_question(
             question, options, int(self._param("max_question_chars"))
         )
@@ -312,25 +322,27 @@ class SpatialThinkerNode(LifecycleNode):
         if not timeout > 0:
             timeout = float(self._param("request_timeout"))
         timeout = min(timeout, MAX_TIMEOUT_S)
-        self._inputs.drain()
         try:
-            selection = self._inputs.frames.select(
-                self.get_clock().now().nanoseconds * 1e-9,
-                max_frame_age,
-                float(self._param("sync_slop")),
-                float(self._param("future_stamp_tolerance")),
-                bool(self._param("use_depth")),
-            )
-        except NoFrameError as error:
-            raise RequestRejected(str(error)) from error
-        header, rgb = self._inputs.frames.decoded(selection.colour, self._convert_colour)
+            taken = await self._inputs.take(self._now(), self._frame_settings(max_frame_age))
+        except RequestRejected:
+            self._active_pipeline()  # deactivated while it waited: say that instead
+            raise
+        placed = await self._tf.transforms(
+            taken.header.frame_id,
+            taken.header.stamp.sec + taken.header.stamp.nanosec * 1e-9,
+            target_frame or str(self._param("target_frame")),
+            str(self._param("gravity_frame")) if self._param("relations.up") == "tf" else "",
+            float(self._param("tf_timeout")),
+        )
+        frames = placed.applied_to(taken.frames)
+        pipeline = self._active_pipeline()
+        rgb = taken.frames.rgb
         self._check_model_frame(rgb.shape[1], rgb.shape[0])
-        frames = self._frames_for(selection, rgb)
         pending = PendingRequest(
             request_id=f"{source}-{next(self._ids)}",
             question=question,
             source=source,
-            header=header,
+            header=taken.header,
             rgb=rgb,
             wake=self._wake_executor,
         )
@@ -341,71 +353,38 @@ class SpatialThinkerNode(LifecycleNode):
             pending.request_id,
             priority=priority,
             timeout=timeout,
-            on_done=lambda handle: self._on_answer(pending, handle),
+            on_done=lambda handle: self._on_answer(pending, handle, taken.depth_time),
             on_progress=lambda progress: self._on_progress(pending, progress),
         )
         return pending
 
-    def _convert_colour(self, data: bytes) -> tuple[Header, np.ndarray]:
-        """Deserialize and convert the one colour frame a request uses."""
-        try:
-            msg = deserialize_message(data, self._inputs.image_type)
-            if isinstance(msg, Image):
-                rgb = images.image_to_rgb(msg)
-            else:
-                limit = int(self._param("max_image_size"))
-                rgb = images.decode_compressed_image(msg, max_size=(limit, limit))
-        except Exception as error:
-            reason = f"colour frame unusable: {error}"
-            self._input_errors["image"] = reason
-            raise RequestRejected(reason) from error
-        self._input_errors.pop("image", None)
-        header = msg.header
-        if not header.frame_id and self._param("frame_id"):
-            header.frame_id = self._param("frame_id")
-        return header, rgb
+    def _active_pipeline(self) -> AnsweringPipeline:
+        """The pipeline, or RequestRejected when the node is not active."""
+        pipeline = self._pipeline
+        if not self._active or pipeline is None:
+            raise RequestRejected(
+                f"node is not active (lifecycle state '{self._state_label()}'):"
+                " configure and activate it first"
+            )
+        return pipeline
 
-    def _convert_depth(self, data: bytes) -> tuple[float | None, np.ndarray]:
-        """Deserialize and convert a depth frame to metres (its applied scale, the depth)."""
-        msg = deserialize_message(data, self._inputs.depth_type)
-        limit = int(self._param("max_image_size"))
-        depth_m, scale = images.depth_message_to_metres(
-            msg, float(self._param("depth.scale")), (limit, limit)
+    def _now(self) -> float:
+        """The node's clock (the clock frame stamps are compared with), seconds."""
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _frame_settings(self, max_frame_age: float) -> FrameSettings:
+        """The frame parameters of one request (its own max_frame_age)."""
+        return FrameSettings(
+            max_frame_age=max_frame_age,
+            sync_slop=float(self._param("sync_slop")),
+            sync_wait=float(self._param("sync_wait")),
+            future_stamp_tolerance=float(self._param("future_stamp_tolerance")),
+            use_depth=bool(self._param("use_depth")),
+            max_image_size=int(self._param("max_image_size")),
+            depth_scale=float(self._param("depth.scale")),
+            rectified=bool(self._param("camera.rectified")),
+            frame_id=str(self._param("frame_id")),
         )
-        return scale, depth_m
-
-    def _frames_for(self, selection: FrameSelection, rgb: np.ndarray) -> Frames:
-        """The request's frames: depth in metres and intrinsics for this colour size, or why
-        there is no 3D (input problems are also kept for /diagnostics)."""
-        if selection.depth is None:
-            return Frames(
-                rgb,
-                no_depth_reason=selection.depth_reason,
-                depth_wanted=bool(self._param("use_depth")),
-            )
-        info = self._inputs.camera_info
-        if info is None:
-            return Frames(rgb, no_depth_reason="no camera_info received on 'camera_info'")
-        try:
-            intrinsics = CameraIntrinsics.from_camera_info(
-                info, use_projection=bool(self._param("camera.rectified"))
-            )
-        except ValueError as error:
-            self._input_errors["camera_info"] = f"camera_info unusable: {error}"
-            return Frames(rgb, no_depth_reason=f"camera_info unusable: {error}")
-        intrinsics, reason = intrinsics_for_colour(intrinsics, rgb.shape[1], rgb.shape[0])
-        if intrinsics is None:
-            self._input_errors["camera_info"] = reason
-            return Frames(rgb, no_depth_reason=reason)
-        self._input_errors.pop("camera_info", None)
-        try:
-            scale, depth_m = self._inputs.frames.decoded(selection.depth, self._convert_depth)
-        except Exception as error:
-            reason = f"depth frame unusable: {error}"
-            self._input_errors["depth"] = reason
-            return Frames(rgb, no_depth_reason=reason)
-        self._input_errors.pop("depth", None)
-        return Frames(rgb, depth_m, intrinsics, scale)
 
     def _check_model_frame(self, width: int, height: int) -> None:
         """Warn once when coordinate_policy 'native' states a size the model does not see."""
@@ -421,8 +400,17 @@ class SpatialThinkerNode(LifecycleNode):
             self._frame_warning = warning
             self.get_logger().warning(warning)
 
-    def _on_answer(self, pending: PendingRequest, handle: AnswerHandle) -> None:
-        """Runs on the engine's thread when a request ends: one outcome, published."""
+    def _on_answer(
+        self,
+        pending: PendingRequest,
+        handle: AnswerHandle,
+        depth_time: tuple[int, int] | None = None,
+    ) -> None:
+        """Runs on the engine's thread when a request ends: one outcome, published.
+
+        ``depth_time`` is the stamp of the depth frame paired with the colour frame, reported as
+        the answer's ``depth_stamp`` (zero without depth).
+        """
         try:
             try:
                 answer = handle.future.result()
@@ -434,9 +422,16 @@ class SpatialThinkerNode(LifecycleNode):
                 return
             try:
                 message = answer_message(pending.header, answer)
+                if depth_time is not None:
+                    message.depth_stamp.sec, message.depth_stamp.nanosec = depth_time
             except Exception as error:
                 self.get_logger().error(f"{pending.request_id}: no answer built: {error}")
                 self._fail(pending, f"could not build the answer: {error}")
+                return
+            why = unsendable(message)
+            if why is not None:  # publishing it would raise, in the executor for a caller
+                self._calls.note_unsent(f"{pending.request_id}: the answer", why)
+                self._fail(pending, f"the answer could not be sent: {why}")
                 return
             self._last_backend_error = None
             self._contradictions.add(message.relations_contradicted)
@@ -449,7 +444,7 @@ class SpatialThinkerNode(LifecycleNode):
             if pending.source == "continuous":
                 self._input_errors.pop("continuous", None)
             if self._active:
-                self._publish_outputs(pending, message)
+                self._outputs.answer(message, pending.rgb, pending.question, pending.header)
         finally:
             pending.release()
 
@@ -462,31 +457,14 @@ class SpatialThinkerNode(LifecycleNode):
         elif pending.source == "continuous":
             self._input_errors["continuous"] = f"standing question failed: {reason}"
 
-    def _publish_outputs(self, pending: PendingRequest, answer: SpatialAnswer) -> None:
-        self._graph_pub.publish(answer.scene_graph)
-        self._answer_pub.publish(answer)
-        # Heavy outputs only while someone looks at them.
-        if self._markers_pub.get_subscription_count() > 0:
-            self._markers_pub.publish(scene_graph_markers(answer.scene_graph))
-        if self._debug_pub.get_subscription_count() > 0 and pending.rgb is not None:
-            objects = []
-            for o in answer.scene_graph.objects:
-                distance = float(np.linalg.norm([o.center.x, o.center.y, o.center.z]))
-                label = f"{distance:.2f} m" if o.has_3d else None
-                objects.append((o.id, (o.x_min, o.y_min, o.x_max, o.y_max), label))
-            annotated = draw_annotations(
-                pending.rgb, objects, answer=answer.answer or None, question=pending.question
-            )
-            self._debug_pub.publish(images.numpy_to_image(annotated, "rgb8", pending.header))
-
     def _on_progress(self, pending: PendingRequest, progress: Progress) -> None:
         """The engine's text thread: the scene graph goes out at </scene>, before the answer."""
         graph = scene_graph_message(pending.header, progress.scene) if progress.scene_new else None
         if graph is not None and self._active:
-            self._graph_pub.publish(graph)
+            self._outputs.scene_graph(graph)
         self._calls.progress(pending, progress, graph)
 
-    def _on_question(self, msg: String) -> None:
+    async def _on_question(self, msg: String) -> None:
         """~/question: answer on ~/answer; a failure is published there too, as a warning."""
         rate = float(self._param("question_rate_limit"))
         if not self._question_limit.allow(rate, time.monotonic()):
@@ -499,52 +477,12 @@ class SpatialThinkerNode(LifecycleNode):
             )
             return
         try:
-            self._start_request(msg.data, [], 0.0, 0.0, Priority.QUERY, "topic")
+            await self._start_request(msg.data, [], 0.0, 0.0, Priority.QUERY, "topic")
         except RequestRejected as error:
             self._publish_failure(msg.data, str(error))
 
     def _publish_failure(self, question: str, reason: str) -> None:
-        self.get_logger().warning(f"question failed: {reason}")
-        answer = SpatialAnswer(question=bounded(question), choice_index=-1)
-        answer.warnings = [bounded(f"request failed: {reason}", 1024)]
-        answer.header.stamp = self.get_clock().now().to_msg()
-        self._answer_pub.publish(answer)
-
-    # ------------------------------------------------------------ continuous mode
-
-    def _start_continuous(self) -> None:
-        self._stop_continuous()
-        rate = float(self._param("rate_hz"))
-        if rate > 0 and self._active:
-            self._continuous_timer = self.create_timer(
-                1.0 / rate, self._on_continuous_tick, callback_group=self._timer_group
-            )
-
-    def _stop_continuous(self) -> None:
-        if self._continuous_timer is not None:
-            self.destroy_timer(self._continuous_timer)
-            self._continuous_timer = None
-
-    def _on_continuous_tick(self) -> None:
-        question = str(self._param("continuous_question"))
-        if not question.strip():
-            self._input_errors["continuous"] = "rate_hz > 0 but continuous_question is empty"
-            return
-        previous = self._continuous_pending
-        if previous is not None and not previous.done.is_set():
-            return  # one standing question at a time: never pile up stale frames
-        try:
-            self._continuous_pending = self._start_request(
-                question,
-                split_options(str(self._param("continuous_options"))),
-                0.0,
-                max(1.0 / float(self._param("rate_hz")), float(self._param("request_timeout"))),
-                Priority.CONTINUOUS,
-                "continuous",
-            )
-            self._input_errors.pop("continuous", None)
-        except RequestRejected as error:
-            self._input_errors["continuous"] = str(error)
+        self._outputs.failure(question, reason, self.get_clock().now().to_msg())
 
     # --------------------------------------------------------------- diagnostics
 
@@ -572,76 +510,26 @@ class SpatialThinkerNode(LifecycleNode):
         )
         array = DiagnosticArray()
         array.header.stamp = self.get_clock().now().to_msg()
-        array.status = [
-            inputs_status(
-                f"{self.get_name()}: inputs",
-                hardware_id,
-                self._active,
-                time.time(),
-                self._inputs.topic_stats(use_depth),
-                float(self._param("max_frame_age")),
-                self._questions_dropped,
-                dict(self._input_errors),  # a copy: other threads update the errors
-            ),
-            engine_status(f"{self.get_name()}: engine", hardware_id, snapshot),
-        ]
+        inputs = inputs_status(
+            f"{self.get_name()}: inputs",
+            hardware_id,
+            self._active,
+            time.time(),
+            self._inputs.topic_stats(use_depth),
+            float(self._param("max_frame_age")),
+            self._questions_dropped,
+            dict(self._input_errors),  # a copy: other threads update the errors
+            self._inputs.frames.pairing_report(time.time()) if use_depth else None,
+        )
+        inputs.values.extend(self._tf.diagnostics())
+        array.status = [inputs, engine_status(f"{self.get_name()}: engine", hardware_id, snapshot)]
         self._diagnostics_pub.publish(array)
 
 
 def main(args: list[str] | None = None) -> None:
-    """Run spatialthinker_node until SIGINT or SIGTERM, then walk the lifecycle down.
-
-    rclpy's own signal handlers would shut the context down at once, before the node could
-    deactivate, clean up (free the GPU) and shut down with ``transition_event`` observers
-    seeing each step. So the executor spins in a thread, and a signal only tells the main
-    thread to run those transitions while the executor still serves; a second Ctrl-C quits
-    at once.
-    """
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    node = SpatialThinkerNode()
-    executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
-    executor.add_node(node)
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        stop.set()
-        if signum == signal.SIGINT:
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    errors: list[BaseException] = []
-    spinner = threading.Thread(target=_spin, args=(executor, stop, errors), name="executor")
-    spinner.start()
-    try:
-        if node.get_parameter("autostart").value:
-            node.trigger_configure()
-            if node._pipeline is not None:
-                node.trigger_activate()
-        while not stop.wait(1.0):  # a timed wait: signal handlers run in this thread
-            pass
-        node.shut_down_gracefully()
-    finally:
-        node.close()
-        executor.shutdown()
-        spinner.join(10.0)
-        node.destroy_node()
-        rclpy.try_shutdown()
-    if errors:
-        raise errors[0]  # a callback's exception ends the process with a failure status
-
-
-def _spin(
-    executor: MultiThreadedExecutor, stop: threading.Event, errors: list[BaseException]
-) -> None:
-    try:
-        executor.spin()
-    except ExternalShutdownException:
-        pass
-    except BaseException as error:
-        errors.append(error)
-    finally:
-        stop.set()  # the context went away (or the executor failed): exit too
+    """Run spatialthinker_node until SIGINT or SIGTERM, then walk the lifecycle down
+    (:func:`spatialthinker_ros.ros.node_runner.run`)."""
+    run(SpatialThinkerNode, EXECUTOR_THREADS, args)
 
 
 if __name__ == "__main__":

@@ -8,12 +8,18 @@ wait, publishes action feedback and passes on client cancels.
 While the model writes (the ``stream`` parameter), the pipeline's progress reaches an action
 goal's feedback: a stage change and the scene graph at once (:meth:`QueryInterfaces.progress`),
 the text so far with the watch timer, so at most every ``WATCH_PERIOD_S``.
+
+Nothing a call sends may raise inside the executor: there, an exception ends the node (and
+every robot's calls with it). A response or result is serialised before it is handed to rclpy
+(:func:`unsendable`), and feedback that cannot be published is dropped; either is logged and
+counted (:meth:`QueryInterfaces.note_unsent`), and the call still ends in one answer or one
+failure with a reason.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Generator
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +28,7 @@ from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import CallbackGroup, MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
+from rclpy.serialization import serialize_message
 from std_msgs.msg import Header
 
 from spatialthinker_msgs.action import Query as QueryAction
@@ -44,6 +51,21 @@ CALL_QOS = QoSProfile(
     reliability=QoSReliabilityPolicy.RELIABLE,
     durability=QoSDurabilityPolicy.VOLATILE,
 )
+
+
+def unsendable(message: Any) -> str | None:
+    """Why ``message`` cannot be sent; None when it can.
+
+    rclpy encodes every string as UTF-8 while it serialises a message, and a string no encoder
+    accepts (a lone UTF-16 surrogate) raises there. For a service response or an action result
+    that happens inside the executor, after the callback has returned, where nothing can catch
+    it: so the node serialises what it is about to send first.
+    """
+    try:
+        serialize_message(message)
+    except Exception as error:
+        return f"{type(error).__name__}: {error}"
+    return None
 
 
 @dataclass
@@ -143,8 +165,9 @@ class QueryInterfaces:
     Args:
         node: The node.
         group: Their (reentrant) callback group.
-        start_request: ``(question, options, max_frame_age, timeout, priority, source)`` ->
-            a :class:`PendingRequest`, or raises ``RequestRejected`` with the reason.
+        start_request: Coroutine function ``(question, options, max_frame_age, timeout,
+            priority, source)`` -> a :class:`PendingRequest`, or raises ``RequestRejected``
+            with the reason (it may await a due depth frame, holding no thread).
         wake: Wakes the executor (any thread).
     """
 
@@ -152,7 +175,7 @@ class QueryInterfaces:
         self,
         node: Node,
         group: CallbackGroup,
-        start_request: Callable[..., PendingRequest],
+        start_request: Callable[..., Awaitable[PendingRequest]],
         wake: Callable[[], None],
     ) -> None:
         self._node = node
@@ -161,6 +184,9 @@ class QueryInterfaces:
         # Calls awaiting their request, by request id (see _Waiting and _watch_waiting).
         self._waiting: dict[str, _Waiting] = {}
         self._waiting_lock = threading.Lock()
+        # Answers, results and feedback that could not be sent (see note_unsent).
+        self.unsent = 0
+        self._unsent_lock = threading.Lock()
         node.create_service(
             Query,
             "~/query",
@@ -246,6 +272,15 @@ class QueryInterfaces:
             if waiting is not None and waiting.goal_handle is not None:
                 self._send_feedback(waiting)
 
+    def note_unsent(self, what: str, why: str) -> None:
+        """Log and count a message that could not be sent (any thread)."""
+        with self._unsent_lock:
+            self.unsent += 1
+            count = self.unsent
+        self._node.get_logger().error(
+            f"{what} could not be sent: {why} ({count} so far)", throttle_duration_sec=1.0
+        )
+
     def _send_feedback(self, waiting: _Waiting) -> None:
         with waiting.lock:
             if waiting.pending.done.is_set():
@@ -259,57 +294,80 @@ class QueryInterfaces:
                 waiting.pending.scene_graph is not None,
             )
             if key != waiting.last_feedback:
-                waiting.goal_handle.publish_feedback(feedback)
-                waiting.last_feedback = key
+                waiting.last_feedback = key  # feedback that cannot be sent is not tried again
+                try:
+                    waiting.goal_handle.publish_feedback(feedback)
+                except Exception as error:  # feedback is best effort; the outcome still comes
+                    self.note_unsent(
+                        f"{waiting.pending.request_id}: feedback",
+                        f"{type(error).__name__}: {error}",
+                    )
+
+    def _sendable(self, request_id: str, message: Any, failure: Any) -> Any:
+        """``message`` (a response or result) when it can be sent; else ``failure``, a fresh
+        one, failed with the reason."""
+        why = unsendable(message)
+        if why is None:
+            return message
+        self.note_unsent(f"{request_id}: the answer", why)
+        failure.success, failure.message = False, bounded(f"the answer could not be sent: {why}")
+        return failure
 
     async def _on_query_service(
         self, request: Query.Request, response: Query.Response
     ) -> Query.Response:
         try:
-            pending = self._start_request(
+            pending = await self._start_request(
                 request.question,
                 list(request.options),
                 request.max_frame_age,
                 request.timeout,
                 Priority.QUERY,
                 "service",
+                target_frame=request.target_frame,
             )
         except RequestRejected as error:
             self._node.get_logger().warning(f"query rejected: {error}")
             response.success, response.message = False, bounded(str(error))
-            return response
+            return self._sendable("a rejected query", response, Query.Response())
         await self._outcome(pending)
         if pending.answer is not None:
             response.success, response.answer = True, pending.answer
         else:
-            self._node.get_logger().warning(f"{pending.request_id} failed: {pending.failure}")
             response.success, response.message = False, bounded(pending.failure)
+        response = self._sendable(pending.request_id, response, Query.Response())
+        if not response.success:  # the message sent: the logger encodes it as UTF-8 too
+            self._node.get_logger().warning(f"{pending.request_id} failed: {response.message}")
         return response
 
     async def _on_action_execute(self, goal_handle: Any) -> QueryAction.Result:
         goal = goal_handle.request
         result = QueryAction.Result()
         try:
-            pending = self._start_request(
+            pending = await self._start_request(
                 goal.question,
                 list(goal.options),
                 goal.max_frame_age,
                 goal.timeout,
                 Priority.QUERY,
                 "action",
+                target_frame=goal.target_frame,
             )
         except RequestRejected as error:
             goal_handle.abort()
             result.success, result.message = False, bounded(str(error))
-            return result
+            return self._sendable("a rejected goal", result, QueryAction.Result())
         await self._outcome(pending, goal_handle)
         if pending.answer is not None:
-            goal_handle.succeed()
             result.success, result.answer = True, pending.answer
+        else:
+            result.success, result.message = False, bounded(pending.failure)
+        # Checked before the goal's state is set: an answer that cannot be sent is a failure.
+        result = self._sendable(pending.request_id, result, QueryAction.Result())
+        if result.success:
+            goal_handle.succeed()
         elif goal_handle.is_cancel_requested:
             goal_handle.canceled()
-            result.success, result.message = False, bounded(pending.failure)
         else:
             goal_handle.abort()
-            result.success, result.message = False, bounded(pending.failure)
         return result

@@ -11,9 +11,11 @@ import dataclasses
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+
+from spatialthinker_ros.core.token_scores import TokenScores
 
 
 @dataclass(frozen=True)
@@ -46,12 +48,16 @@ class BackendOutput:
         prompt_tokens: Tokens in the prompt, image tokens included.
         output_tokens: Generated tokens (end-of-turn token included when it was produced).
         seconds: Wall time of the backend call that produced it (shared by a batch).
+        token_scores: The model's log-probabilities of the generated tokens, located in
+            ``text`` (None: the backend measures none; see ``core.token_scores``). Not part of
+            an output's equality: two outputs of one text are the same answer.
     """
 
     text: str
     prompt_tokens: int
     output_tokens: int
     seconds: float
+    token_scores: TokenScores | None = field(default=None, compare=False)
 
 
 class BackendError(Exception):
@@ -202,7 +208,12 @@ class Backend(ABC):
             if isinstance(output, BackendError):
                 yield index, BackendError(clean_text(self.redact(output.reason)))
             else:
-                yield index, dataclasses.replace(output, text=clean_text(output.text))
+                # The token scores locate tokens in the text: they follow it.
+                scores = output.token_scores
+                if scores is not None:
+                    scores = scores.without(output.text, "\x00")
+                text = clean_text(output.text)
+                yield index, dataclasses.replace(output, text=text, token_scores=scores)
 
     @property
     def state(self) -> str:

@@ -10,13 +10,30 @@ chat.completion chunks: the text reaches the row's ``on_text`` callback as the s
 and a cancelled row's connection is closed mid-stream, which stops the server generating. The
 stream is read under the same total deadline and size bound as a whole response (see
 ``bounded_http``). A server that ignores ``stream`` and answers whole is read as a whole answer.
+Server-sent-events lines without data (``retry:``, ``id:``, a lone ``event:``; proxies send
+them) are skipped, and the stream is read up to the chunk with the ``finish_reason`` (and the
+usage chunk after it), not past it.
+
+Every request asks for the model's log-probabilities (``logprobs``, ``top_logprobs``: vLLM serves
+them for image requests, streamed or not); each output's ``token_scores`` are read from them, the
+answer's option probabilities from the letter token's top alternatives. A server that sends none
+still answers (its outputs say so); one that refuses the fields (HTTP 400 naming them) is asked
+again at once without them, and from then on never with them.
+
+Every text read from a response is valid Unicode, whatever the server sends (see
+:func:`_field` and :meth:`OpenAIBackend.redact`): JSON may write half of a UTF-16 surrogate
+pair (``"\\ud800"``), which decodes to a lone surrogate that no UTF-8 encoder accepts (ROS
+messages, the tools' JSON output), so each becomes U+FFFD where the text enters.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
+import functools
 import json
 import logging
+import math
 import os
 import re
 import threading
@@ -38,12 +55,21 @@ from spatialthinker_ros.core.backends.base import (
     Prompts,
     Row,
 )
+from spatialthinker_ros.core.token_scores import (
+    TokenScoreBuilder,
+    TokenScores,
+    letter_slot,
+    letter_variants,
+)
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 DEFAULT_SERVED_MODEL = "OX-PIXL/SpatialThinker-7B"
 # A chat completion of max_new_tokens is a few kB; 8 MiB leaves room for logprobs and proxies'
 # error pages while keeping a runaway or hostile body (or a compression bomb) out of memory.
 DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+#: Alternatives asked for per token (``top_logprobs``): the most the OpenAI API and vLLM's default
+#: ``--max-logprobs`` allow; options whose letter is not among them count as 0.
+TOP_LOGPROBS = 20
 
 _LOG = logging.getLogger(__name__)
 
@@ -141,6 +167,8 @@ class OpenAIBackend(Backend):
         self.max_response_bytes = int(max_response_bytes)
         self._client: Any = None
         self._pool: ThreadPoolExecutor | None = None
+        # Why the server refused the log-probability fields ("" until it does).
+        self._logprobs_refused = ""
         self._state = "not loaded"
         self._lock = threading.Lock()
 
@@ -187,6 +215,7 @@ class OpenAIBackend(Backend):
                 http_client=http_client,
             )
             self._pool = ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="openai-req")
+            self._logprobs_refused = ""  # a server configured again may serve them now
             self._state = "loaded"
         if self.check_on_load:
             try:
@@ -230,6 +259,24 @@ class OpenAIBackend(Backend):
             }
         ]
 
+    def _request(
+        self, image: np.ndarray, prompt: str, settings: GenerationSettings
+    ) -> dict[str, Any]:
+        """The chat-completions request of one row (raises when the image cannot be encoded)."""
+        request: dict[str, Any] = {
+            "model": self.served_model,
+            "messages": self._messages(image, prompt),
+            "max_tokens": int(settings.max_new_tokens),
+            "temperature": float(settings.temperature),
+        }
+        if not self._logprobs_refused:
+            # The model's probabilities of its tokens and of their top alternatives: what the
+            # answer's option probabilities are read from (vLLM serves them, images included).
+            request.update(logprobs=True, top_logprobs=TOP_LOGPROBS)
+        if settings.min_new_tokens:
+            request["extra_body"] = {"min_tokens": int(settings.min_new_tokens)}
+        return request
+
     def _one(
         self,
         image: np.ndarray,
@@ -244,17 +291,9 @@ class OpenAIBackend(Backend):
         if client is None:
             return BackendError("backend not loaded")
         try:
-            messages = self._messages(image, prompt)
+            request = self._request(image, prompt, settings)
         except Exception as exc:
             return BackendError(f"could not encode the image: {exc}")
-        request: dict[str, Any] = {
-            "model": self.served_model,
-            "messages": messages,
-            "max_tokens": int(settings.max_new_tokens),
-            "temperature": float(settings.temperature),
-        }
-        if settings.min_new_tokens:
-            request["extra_body"] = {"min_tokens": int(settings.min_new_tokens)}
         started = time.perf_counter()
         # Text already passed on: a retry would write the answer a second time.
         streamed = _Streamed(on_text)
@@ -274,6 +313,8 @@ class OpenAIBackend(Backend):
             except Exception as exc:
                 if cancel is not None and cancel.is_set():
                     return BackendError("cancelled")
+                if self._refused_logprobs(exc, request):
+                    continue  # asked again at once, without them: not a failed attempt
                 retryable, reason = self._classify(exc)
                 if streamed.chars:
                     if retryable:  # the connection broke
@@ -284,7 +325,7 @@ class OpenAIBackend(Backend):
             else:
                 ok = not isinstance(output, BackendError)
                 self._set_state("loaded" if ok else f"failing: {self.redact(output.reason)}")
-                return output
+                return self._without_logprobs(output) if "logprobs" not in request else output
             reason = self.redact(reason)
             if not retryable or attempt >= self.max_retries:
                 tries = f" after {attempt + 1} attempts" if attempt else ""
@@ -300,12 +341,42 @@ class OpenAIBackend(Backend):
             else:
                 time.sleep(delay)
 
+    def _refused_logprobs(self, exc: Exception, request: dict[str, Any]) -> bool:
+        """Whether ``exc`` is the server refusing the log-probability fields of ``request``
+        (HTTP 400/422 naming them: a server without them, or a ``--max-logprobs`` below
+        :data:`TOP_LOGPROBS`). Then they are dropped from ``request`` and from every request
+        after it (until the backend is loaded again), and True is returned."""
+        import openai
+
+        if "logprobs" not in request or not isinstance(exc, openai.APIStatusError):
+            return False
+        if exc.status_code not in (400, 422) or "logprob" not in str(exc.message).lower():
+            return False
+        reason = self.redact(str(exc.message))[:300]
+        with self._lock:
+            self._logprobs_refused = reason
+        _LOG.warning(
+            "server at %s refused log-probabilities (%s): answers go on without confidence",
+            self.base_url,
+            reason,
+        )
+        request.pop("logprobs", None)
+        request.pop("top_logprobs", None)
+        return True
+
+    def _without_logprobs(
+        self, output: BackendOutput | BackendError
+    ) -> BackendOutput | BackendError:
+        """An output of a request sent without the log-probability fields: why it has none."""
+        if isinstance(output, BackendError):
+            return output
+        reason = f"the server refused log-probabilities ({self._logprobs_refused})"
+        return dataclasses.replace(output, token_scores=TokenScores.unavailable(reason))
+
     def _read_stream(
         self, client: Any, request: dict[str, Any], streamed: _Streamed, started: float
     ) -> BackendOutput | BackendError:
         """Ask for the answer as a stream and read it chunk by chunk (see the module doc)."""
-        from openai import Stream
-
         body = {key: value for key, value in request.items() if key != "extra_body"}
         body.update(
             request.get("extra_body", {}), stream=True, stream_options={"include_usage": True}
@@ -314,7 +385,7 @@ class OpenAIBackend(Backend):
         # building the client's typed chunk objects costs ~0.3 ms per chunk (one per token),
         # more than everything else the node does with it.
         stream = client.post(
-            "/chat/completions", body=body, cast_to=object, stream=True, stream_cls=Stream[object]
+            "/chat/completions", body=body, cast_to=object, stream=True, stream_cls=_chunk_stream()
         )
         try:
             content_type = stream.response.headers.get("content-type", "")
@@ -330,8 +401,14 @@ class OpenAIBackend(Backend):
                 return output
             usage: Any = None
             finished = False
+            scores = _ServerScores()
             for chunk in stream:
                 usage = _field(chunk, "usage") or usage
+                if finished:
+                    # The answer ended at its finish_reason: the usage chunk comes next (read
+                    # just above), and anything else would change a finished answer (a second
+                    # <answer> would win). Stop as at [DONE].
+                    break
                 choices = _field(chunk, "choices")
                 if not choices:
                     continue  # the usage chunk, or a keep-alive
@@ -341,11 +418,12 @@ class OpenAIBackend(Backend):
                 if text is not None and not isinstance(text, str):
                     return BackendError(f"malformed stream chunk: content is {text!r:.80}")
                 streamed.add(text or "")
+                scores.add(_field(choices[0], "logprobs"))
                 if streamed.chars > self.max_response_bytes:
                     return BackendError(
                         f"streamed answer is longer than {self.max_response_bytes} characters"
                     )
-                finished = finished or bool(_field(choices[0], "finish_reason"))
+                finished = bool(_field(choices[0], "finish_reason"))
         finally:
             stream.close()  # an unfinished stream's connection is closed, not reused
         if not finished:
@@ -358,6 +436,7 @@ class OpenAIBackend(Backend):
             _token_count(_field(usage, "prompt_tokens")),
             _token_count(_field(usage, "completion_tokens")),
             time.perf_counter() - started,
+            scores.finish(streamed.text),
         )
 
     def _set_state(self, state: str) -> None:
@@ -391,13 +470,17 @@ class OpenAIBackend(Backend):
         return False, f"bad response from {self.base_url}: {type(exc).__name__}: {exc}"
 
     def redact(self, text: str) -> str:
-        """Remove the API key from a reason: servers and proxies echo it in error bodies
-        ("Incorrect API key provided: sk-...") and in response fields, and reasons reach
-        logs and /diagnostics. ``answers`` applies it to every reason that leaves."""
+        """A reason as it may leave the backend: without the API key, and valid Unicode.
+
+        Servers and proxies echo the key in error bodies ("Incorrect API key provided:
+        sk-...") and in response fields, and reasons reach logs and /diagnostics; an error
+        body's message may hold a lone surrogate (see :func:`valid_text`). ``answers`` applies
+        this to every reason that leaves, and the state /diagnostics shows is built from it.
+        """
         key = os.environ.get(self.api_key_env, "")
         if len(key) >= 4:
             text = text.replace(key, "[redacted]")
-        return _BEARER.sub("Bearer [redacted]", text)
+        return valid_text(_BEARER.sub("Bearer [redacted]", text))
 
     def _reason(self, exc: Exception) -> str:
         import openai
@@ -419,7 +502,9 @@ class OpenAIBackend(Backend):
         usage = _field(response, "usage")
         prompt_tokens = _token_count(_field(usage, "prompt_tokens"))
         output_tokens = _token_count(_field(usage, "completion_tokens"))
-        return BackendOutput(text, prompt_tokens, output_tokens, seconds)
+        scores = _ServerScores()
+        scores.add(_field(choices[0], "logprobs"))
+        return BackendOutput(text, prompt_tokens, output_tokens, seconds, scores.finish(text))
 
     def generate_rows(self, batch: Batch) -> Iterator[Row]:
         """Send every row as its own request (concurrently, within ``max_in_flight``) and
@@ -484,11 +569,127 @@ class _Streamed:
         return "".join(self._parts)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def valid_text(text: str) -> str:
+    """``text`` with every lone UTF-16 surrogate replaced by U+FFFD.
+
+    JSON may escape half of a surrogate pair (``"\\ud800"``); Python decodes it to a lone
+    surrogate, a ``str`` no UTF-8 encoder accepts: publishing it raised inside the node's
+    executor and ended the node, and the tools' UTF-8 output failed. (A whole pair decodes to
+    its one character, which is kept.)
+    """
+    if text.isascii():  # nearly every chunk: no search
+        return text
+    return _SURROGATE.sub("\ufffd", text)
+
+
 def _field(item: Any, name: str) -> Any:
-    """A field of a response object (the client's model or plain JSON); None when absent."""
-    if isinstance(item, dict):
-        return item.get(name)
-    return getattr(item, name, None)
+    """A field of a response object (the client's model or plain JSON); None when absent.
+
+    Every text read from a response passes here, so it is where a text from the server
+    becomes valid Unicode (:func:`valid_text`).
+    """
+    value = item.get(name) if isinstance(item, dict) else getattr(item, name, None)
+    return valid_text(value) if isinstance(value, str) else value
+
+
+@functools.cache
+def _chunk_stream() -> type:
+    """The client's ``Stream`` of plain-JSON chunks, without the server-sent events that carry
+    no data.
+
+    A ``retry:`` or ``id:`` line alone (proxies send ``retry:``), or an ``event:`` without
+    data, is a valid event the event-stream format does not dispatch; the client's reader
+    hands it on with empty data, which it then fails to read as JSON, failing every streamed
+    request. A ``data:`` line that is not JSON still fails the request.
+    """
+    from openai import Stream
+
+    class ChunkStream(Stream[object]):
+        # The client's own event reader, filtered (openai is pinned in requirements; the
+        # retry:/id: tests in test_openai_hostile_server.py fail if this hook goes away).
+        def _iter_events(self) -> Iterator[Any]:
+            return (event for event in super()._iter_events() if event.data)
+
+    return ChunkStream
+
+
+class _ServerScores:
+    """The log-probabilities a server sends with its answer (a choice's ``logprobs.content``:
+    per token its text, ``bytes``, ``logprob`` and ``top_logprobs``), read into token scores as
+    they come (one response, or chunk by chunk).
+
+    A token holding one letter gets the log-probabilities of its letter variants from its top
+    alternatives (a variant not listed: ``-inf``, below every listed one; with no alternatives
+    listed at all: NaN, not measured). Malformed log-probabilities cost the scores, never the
+    answer.
+    """
+
+    def __init__(self) -> None:
+        self._builder = TokenScoreBuilder()
+        self._problem = ""
+
+    def add(self, logprobs: Any) -> None:
+        """Read one choice's (or chunk's) ``logprobs`` field (None: the server sent none)."""
+        content = _field(logprobs, "content") if logprobs is not None else None
+        if content is None or self._problem:
+            return
+        if not isinstance(content, list):
+            self._problem = (
+                f"malformed log-probabilities from the server: content is {content!r:.60}"
+            )
+            return
+        for entry in content:
+            try:
+                self._builder.add(*_server_token(entry))
+            except (TypeError, ValueError) as exc:
+                self._problem = f"malformed log-probabilities from the server: {exc}"
+                return
+
+    def finish(self, text: str) -> TokenScores:
+        """The scores of the answer ``text``, or why there are none."""
+        if self._problem:
+            return TokenScores.unavailable(self._problem)
+        if not len(self._builder):
+            return TokenScores.unavailable("the server returned no log-probabilities")
+        return self._builder.finish(text)
+
+
+def _logprob(value: Any) -> float:
+    """A log-probability from the server: a number <= 0 (``-inf`` allowed)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value <= 1e-6:
+        raise ValueError(f"logprob {value!r:.40} is not a log-probability")
+    return min(float(value), 0.0)
+
+
+def _server_token(entry: Any) -> tuple[bytes, float, list[float] | None]:
+    """One token entry as (its bytes, its log-probability, its letter variants' or None)."""
+    token = _field(entry, "token")
+    if not isinstance(token, str):
+        raise ValueError(f"token {token!r:.40} is not a text")
+    logprob = _logprob(_field(entry, "logprob"))
+    raw = _field(entry, "bytes")
+    if isinstance(raw, list) and all(isinstance(b, int) and 0 <= b < 256 for b in raw):
+        piece = bytes(raw)
+    else:
+        piece = token.encode("utf-8", "replace")
+    slot = letter_slot(token)
+    if slot is None:
+        return piece, logprob, None
+    top = _field(entry, "top_logprobs") or []
+    if not isinstance(top, list):
+        raise ValueError("top_logprobs is not a list")
+    listed: dict[str, float] = {}
+    for alternative in top:
+        text = _field(alternative, "token")
+        if isinstance(text, str):
+            value = _logprob(_field(alternative, "logprob"))
+            listed[text] = max(value, listed.get(text, -math.inf))
+    floor = -math.inf if listed else math.nan
+    listed[token] = logprob
+    return piece, logprob, [listed.get(v, floor) for v in letter_variants(token, slot)]
 
 
 def _token_count(value: Any) -> int:

@@ -5,6 +5,11 @@ comes from batching several pending requests into one left-padded ``generate`` c
 
 Rows with a text callback stream: a streamer on the ``generate`` call splits each step's new
 tokens per row and passes each row's new text on as it is decoded.
+
+Every output carries the model's probabilities of its own tokens (``BackendOutput.token_scores``:
+what an answer's option probabilities are read from), taken from the same ``generate`` call's raw
+logits (``output_logits``: before repetition penalty, temperature or any other processor), batched
+and streamed rows alike; no second forward pass.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import gc
 import importlib.util
 import logging
+import math
 import os
 import threading
 import time
@@ -30,6 +36,12 @@ from spatialthinker_ros.core.backends.base import (
     Images,
     OnText,
     Prompts,
+)
+from spatialthinker_ros.core.token_scores import (
+    TokenScoreBuilder,
+    TokenScores,
+    letter_slot,
+    letter_variants,
 )
 
 DEFAULT_MODEL = "OX-PIXL/SpatialThinker-7B"
@@ -119,6 +131,145 @@ class _RowStreamer:
         """Nothing to flush: a row's text is passed on as soon as it decodes."""
 
 
+def _row_length(row: list[int], eos_ids: set[int], pad_id: int) -> int:
+    """Generated tokens of a row: up to and including its first end-of-turn token; what follows
+    is padding of a row that finished before the longest one in the batch."""
+    count = len(row)
+    for i, tok in enumerate(row):
+        if tok in eos_ids:
+            count = i + 1
+            break
+    while count > 0 and row[count - 1] == pad_id and row[count - 1] not in eos_ids:
+        count -= 1
+    return count
+
+
+def _token_pieces(tokenizer: Any, ids: list[int], cache: dict[int, str]) -> list[str]:
+    """Each token's text, in order, such that they join to the decoded text: a token holding
+    only part of a character gets "" and the token that completes it the whole character.
+    Whole tokens' texts are looked up in ``cache`` (one decode per token id, ever)."""
+    pieces: list[str] = []
+    pending: list[int] = []
+    for token in ids:
+        if not pending:
+            piece = cache.get(token)
+            if piece is None:
+                piece = cache[token] = tokenizer.decode([token], skip_special_tokens=True)
+            if not piece.endswith("\ufffd"):
+                pieces.append(piece)
+                continue
+        pending.append(token)
+        text = tokenizer.decode(pending, skip_special_tokens=True)
+        # A character is at most 4 bytes: a token ending in U+FFFD after that wrote it itself.
+        if text.endswith("\ufffd") and len(pending) < 4:
+            pieces.append("")
+            continue
+        pieces.append(text)
+        pending = []
+    return pieces
+
+
+class _TokenScorer:
+    """The token scores of a ``generate`` call's rows, from its raw logits (see
+    :mod:`spatialthinker_ros.core.token_scores`).
+
+    For each generated token: its log-probability (log-softmax of the step's raw logits); for a
+    token holding one letter (``B``, `` B``, ``(B``), the log-probabilities of its 26 letter
+    variants: the vocabulary entry with the letter substituted, where that is one token (else
+    NaN). Which tokens hold a letter, and their variants' ids, are looked up once per token id.
+    """
+
+    # Steps whose logits are stacked at once: bounds the extra memory of the reduction.
+    _BLOCK = 64
+
+    def __init__(self, tokenizer: Any) -> None:
+        self._tokenizer = tokenizer
+        self._variants: dict[int, list[int] | None] = {}
+        self._pieces: dict[int, str] = {}
+
+    def variants(self, token_id: int) -> list[int] | None:
+        """Ids of the 26 letter variants of a token holding one letter (-1: not one token);
+        None for any other token."""
+        if token_id in self._variants:
+            return self._variants[token_id]
+        tok = self._tokenizer
+        found = None
+        slot = letter_slot(tok.decode([token_id], skip_special_tokens=True))
+        name = tok.convert_ids_to_tokens(token_id)
+        # The vocabulary entry's own spelling ("Ġ(B" for " (B"): its one ASCII letter is swapped.
+        letters = [i for i, c in enumerate(name or "") if c.isascii() and c.isalpha()]
+        if slot is not None and len(letters) == 1:
+            found = [self._id(variant) for variant in letter_variants(name, letters[0])]
+        self._variants[token_id] = found
+        return found
+
+    def _id(self, name: str) -> int:
+        token_id = self._tokenizer.convert_tokens_to_ids(name)
+        if not isinstance(token_id, int) or token_id < 0:
+            return -1
+        return token_id if self._tokenizer.convert_ids_to_tokens(token_id) == name else -1
+
+    def scores(
+        self,
+        logits: Sequence[Any],
+        new_tokens: Any,
+        counts: list[int],
+        texts: list[str],
+    ) -> list[TokenScores]:
+        """One :class:`TokenScores` per row (``logits``: one ``[rows, vocab]`` per step)."""
+        import torch
+
+        rows = new_tokens.cpu().tolist()
+        if not logits:
+            return [TokenScores.unavailable("no token was generated") for _ in rows]
+        lse_parts, chosen_parts = [], []
+        for lo in range(0, len(logits), self._BLOCK):
+            block = torch.stack(list(logits[lo : lo + self._BLOCK]), dim=1).float()
+            lse = torch.logsumexp(block, dim=-1)
+            ids = new_tokens[:, lo : lo + block.shape[1]].unsqueeze(-1)
+            chosen_parts.append(block.gather(-1, ids).squeeze(-1) - lse)
+            lse_parts.append(lse)
+        lse = torch.cat(lse_parts, dim=1)
+        chosen = torch.cat(chosen_parts, dim=1).cpu().tolist()
+        letters = self._letter_logprobs(logits, lse, rows, counts)
+        results = []
+        for r, (row, count, text) in enumerate(zip(rows, counts, texts, strict=True)):
+            builder = TokenScoreBuilder()
+            pieces = _token_pieces(self._tokenizer, row[:count], self._pieces)
+            builder.extend(
+                [piece.encode("utf-8") for piece in pieces],
+                chosen[r][:count],
+                {step: values for (row_, step), values in letters.items() if row_ == r},
+            )
+            results.append(builder.finish(text))
+        return results
+
+    def _letter_logprobs(
+        self, logits: Sequence[Any], lse: Any, rows: list[list[int]], counts: list[int]
+    ) -> dict[tuple[int, int], list[float]]:
+        """The letter variants' log-probabilities of every letter token, by (row, step)."""
+        import torch
+
+        vocab = int(logits[0].shape[-1])
+        places = []
+        for r, (row, count) in enumerate(zip(rows, counts, strict=True)):
+            for step in range(count):
+                variants = self.variants(row[step])
+                if variants is not None:
+                    places.append((r, step, [v if v < vocab else -1 for v in variants]))
+        if not places:
+            return {}
+        device = lse.device
+        picked = torch.stack([logits[step][r] for r, step, _ in places]).float()
+        ids = torch.tensor([[max(v, 0) for v in vs] for _, _, vs in places], device=device)
+        where = torch.tensor([[r, step] for r, step, _ in places], device=device)
+        values = (picked.gather(-1, ids) - lse[where[:, 0], where[:, 1]].unsqueeze(-1)).cpu()
+        return {
+            (r, step): [math.nan if v < 0 else x for v, x in zip(vs, row, strict=True)]
+            for (r, step, vs), row in zip(places, values.tolist(), strict=True)
+        }
+
+
 class TransformersBackend(Backend):
     """Qwen2_5_VLForConditionalGeneration + AutoProcessor in this process.
 
@@ -136,6 +287,10 @@ class TransformersBackend(Backend):
         revision: Optional hub revision.
         local_files_only: Never touch the network (also implied by ``HF_HUB_OFFLINE=1``).
         progress: Called with human-readable loading progress lines (default: logging).
+        score_tokens: Measure the model's probabilities of its generated tokens from the
+            generation's raw logits (each output's ``token_scores``: the answers' option
+            probabilities). It keeps every step's logits until the call ends (steps x rows x
+            vocabulary floats, 0.6 MB a token and row for the 7B); False: measure nothing.
     """
 
     name = "transformers"
@@ -155,6 +310,7 @@ class TransformersBackend(Backend):
         revision: str | None = None,
         local_files_only: bool = False,
         progress: Callable[[str], None] | None = None,
+        score_tokens: bool = True,
     ) -> None:
         default_min, default_max = _default_pixels()
         self._model_id = str(model)
@@ -167,6 +323,8 @@ class TransformersBackend(Backend):
         self._revision = revision
         self._local_files_only = local_files_only
         self._progress = progress or (lambda line: _LOG.info("%s", line))
+        self.score_tokens = bool(score_tokens)
+        self._scorer: Any = None
         self._state = "not loaded"
         self._lock = threading.Lock()
         self._model: Any = None
@@ -307,6 +465,7 @@ class TransformersBackend(Backend):
             # Batches grow to the right during generation, so prompts must be padded left.
             processor.tokenizer.padding_side = "left"
             self._processor = processor
+            self._scorer = _TokenScorer(processor.tokenizer)
             self._model = model
             self._device, self._dtype_name, self._attn = (
                 device,
@@ -344,23 +503,23 @@ class TransformersBackend(Backend):
             messages, tokenize=False, add_generation_prompt=True
         )
 
-    def _run(
+    def _generate_kwargs(
         self,
-        images: list[np.ndarray],
-        prompts: list[str],
         settings: GenerationSettings,
         cancel: Sequence[threading.Event] | None,
-        on_text: OnText = None,
-    ) -> list[BackendOutput]:
-        import torch
+        on_text: OnText,
+        stops: tuple[set[int], int],
+    ) -> dict[str, Any]:
+        """The arguments of one ``generate`` call beyond the inputs."""
         from transformers import LogitsProcessorList, StoppingCriteriaList
 
-        started = time.perf_counter()
-        texts = [self._chat_text(p) for p in prompts]
-        inputs = self._processor(
-            text=texts, images=list(images), padding=True, return_tensors="pt"
-        ).to(self._device)
-        kwargs: dict[str, Any] = {"max_new_tokens": int(settings.max_new_tokens)}
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": int(settings.max_new_tokens),
+            "return_dict_in_generate": True,
+            # The raw logits of every step (before any processor or sampling setting): what
+            # the token scores are read from, with no second forward pass.
+            "output_logits": self.score_tokens,
+        }
         if settings.min_new_tokens:
             kwargs["min_new_tokens"] = int(settings.min_new_tokens)
         if settings.temperature > 0:
@@ -371,34 +530,59 @@ class TransformersBackend(Backend):
             kwargs["logits_processor"] = LogitsProcessorList(self.logits_processor)
         if cancel is not None:
             kwargs["stopping_criteria"] = StoppingCriteriaList([_CancelRows(cancel)])
-        tokenizer = self._processor.tokenizer
+        if on_text is not None and any(on_text):
+            eos_ids, pad_id = stops
+            kwargs["streamer"] = _RowStreamer(self._processor.tokenizer, on_text, eos_ids, pad_id)
+        return kwargs
+
+    def _stop_ids(self) -> tuple[set[int], int]:
+        """The end-of-turn token ids and the padding id (-1: none) of the model."""
         gen_cfg = self._model.generation_config
         pad_id = gen_cfg.pad_token_id if gen_cfg.pad_token_id is not None else -1
         eos = gen_cfg.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
-        if on_text is not None and any(on_text):
-            kwargs["streamer"] = _RowStreamer(tokenizer, on_text, eos_ids, pad_id)
-        with torch.inference_mode():
-            sequences = self._model.generate(**inputs, **kwargs)
-        prompt_len = inputs["input_ids"].shape[1]
-        new_tokens = sequences[:, prompt_len:].cpu()
-        seconds = time.perf_counter() - started
+        return eos_ids, pad_id
 
+    def _run(
+        self,
+        images: list[np.ndarray],
+        prompts: list[str],
+        settings: GenerationSettings,
+        cancel: Sequence[threading.Event] | None,
+        on_text: OnText = None,
+    ) -> list[BackendOutput]:
+        import torch
+
+        started = time.perf_counter()
+        texts = [self._chat_text(p) for p in prompts]
+        inputs = self._processor(
+            text=texts, images=list(images), padding=True, return_tensors="pt"
+        ).to(self._device)
+        stops = self._stop_ids()
+        kwargs = self._generate_kwargs(settings, cancel, on_text, stops)
+        with torch.inference_mode():
+            generated = self._model.generate(**inputs, **kwargs)
+        prompt_len = inputs["input_ids"].shape[1]
+        new_tokens = generated.sequences[:, prompt_len:]
+        rows = new_tokens.cpu().tolist()
+        counts = [_row_length(row, *stops) for row in rows]
+        tokenizer = self._processor.tokenizer
+        answers = [
+            tokenizer.decode(row[:count], skip_special_tokens=True)
+            for row, count in zip(rows, counts, strict=True)
+        ]
+        scores: list[TokenScores | None] = [None] * len(rows)
+        if self.score_tokens:
+            with torch.inference_mode():
+                scores = list(self._scorer.scores(generated.logits, new_tokens, counts, answers))
+        seconds = time.perf_counter() - started
         prompt_counts = inputs["attention_mask"].sum(dim=1).tolist()
-        outputs: list[BackendOutput] = []
-        for row, prompt_tokens in zip(new_tokens.tolist(), prompt_counts, strict=True):
-            # Count up to and including the first end-of-turn; what follows is padding of a
-            # row that finished before the longest one in the batch.
-            count = len(row)
-            for i, tok in enumerate(row):
-                if tok in eos_ids:
-                    count = i + 1
-                    break
-            while count > 0 and row[count - 1] == pad_id and row[count - 1] not in eos_ids:
-                count -= 1
-            text = tokenizer.decode(row[:count], skip_special_tokens=True)
-            outputs.append(BackendOutput(text, int(prompt_tokens), count, seconds))
-        return outputs
+        return [
+            BackendOutput(text, int(prompt_tokens), count, seconds, score)
+            for text, prompt_tokens, count, score in zip(
+                answers, prompt_counts, counts, scores, strict=True
+            )
+        ]
 
     def generate(
         self,

@@ -1,0 +1,240 @@
+"""TF for the node: /tf and /tf_static into a core
+:class:`~spatialthinker_ros.core.transforms.TransformBuffer`, and the transforms a request needs,
+looked up at its colour image's stamp.
+
+tf2_ros is not needed: the maths is the core buffer's (scipy), and the wire is the standard
+``tf2_msgs/msg/TFMessage`` on ``/tf`` (volatile) and ``/tf_static`` (transient local, as tf2's
+static broadcaster publishes it), so any tf2 publisher of a robot feeds it and the tests run the
+very path a robot runs.
+
+A request looks its transforms up at the image's stamp, not the latest: a robot moving at 1 m/s
+whose camera stamps frames 100 ms before they arrive would otherwise put every object 10 cm
+off. When TF has not caught up with the stamp yet, the request waits for it up to
+``tf_timeout``, as a coroutine (no executor thread held): each /tf message and a short timer end
+the waits. A transform that does not come never loses the answer: it is reported in the camera
+frame, with a warning naming the missing link and TF's reason.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+
+from diagnostic_msgs.msg import KeyValue
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
+from tf2_msgs.msg import TFMessage
+
+from spatialthinker_ros.answering.robot_frames import FrameRequest, FrameTransforms, look_up
+from spatialthinker_ros.core.transforms import TransformBuffer
+
+# How long the buffer keeps a dynamic transform's history (tf2's default): a request looks up its
+# image's stamp before inference, so seconds are plenty.
+TF_CACHE_S = 10.0
+# How often waiting requests are looked at while some wait (their deadlines).
+TF_WAIT_POLL_S = 0.02
+# Failed lookups remembered for /diagnostics' "in the last minute" figure.
+FAILURE_WINDOW_S = 60.0
+# tf2's own listener QoS: reliable, 100 deep; /tf_static transient local.
+TF_QOS = QoSProfile(
+    history=QoSHistoryPolicy.KEEP_LAST,
+    depth=100,
+    reliability=QoSReliabilityPolicy.RELIABLE,
+    durability=QoSDurabilityPolicy.VOLATILE,
+)
+TF_STATIC_QOS = QoSProfile(
+    history=QoSHistoryPolicy.KEEP_LAST,
+    depth=100,
+    reliability=QoSReliabilityPolicy.RELIABLE,
+    durability=QoSDurabilityPolicy.TRANSIENT_LOCAL,
+)
+
+
+@dataclass(eq=False)
+class _TransformWait:
+    """A request awaiting its transforms (:meth:`TfListener.transforms`)."""
+
+    lookups: tuple[tuple[str, str], ...]  # (target, source)
+    stamp: float
+    until: float  # wall clock
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def __await__(self) -> Generator[None, None, None]:
+        """Await the end of the wait in an executor coroutine without holding a thread."""
+        while not self.done.is_set():
+            yield
+
+
+class TfListener:
+    """The node's TF: subscriptions while active, the buffer, and waits for transforms.
+
+    Args:
+        node: The node the subscriptions and the wait timer belong to.
+        now: The node's clock in seconds (sim time with ``use_sim_time``), for transform ages.
+    """
+
+    def __init__(self, node: Node, now: Callable[[], float]) -> None:
+        self._node = node
+        self._now = now
+        self.buffer = TransformBuffer(TF_CACHE_S)
+        self._group = MutuallyExclusiveCallbackGroup()
+        self._subscriptions: list = []
+        self._waits: list[_TransformWait] = []
+        self._lock = threading.Lock()
+        self._failures: deque[float] = deque(maxlen=1024)
+        self.failed_total = 0
+        self.last_failure = ""
+        self.rejected_total = 0
+        self._wait_timer = node.create_timer(
+            TF_WAIT_POLL_S, self._poll_waits, callback_group=MutuallyExclusiveCallbackGroup()
+        )
+        self._wait_timer.cancel()  # runs only while requests wait for TF
+
+    # ------------------------------------------------------------ subscriptions
+
+    def subscribe(self) -> None:
+        """Subscribe to /tf and /tf_static (idempotent)."""
+        if self._subscriptions:
+            return
+        self._subscriptions = [
+            self._node.create_subscription(
+                TFMessage, "/tf", self._on_tf, TF_QOS, callback_group=self._group
+            ),
+            self._node.create_subscription(
+                TFMessage,
+                "/tf_static",
+                self._on_tf_static,
+                TF_STATIC_QOS,
+                callback_group=self._group,
+            ),
+        ]
+
+    def unsubscribe(self) -> None:
+        """Drop the subscriptions and what the buffer holds; end every wait."""
+        for subscription in self._subscriptions:
+            self._node.destroy_subscription(subscription)
+        self._subscriptions = []
+        self.buffer.clear()
+        self._end_waits(everything=True)
+
+    def _on_tf(self, message: TFMessage) -> None:
+        self._keep(message, static=False)
+
+    def _on_tf_static(self, message: TFMessage) -> None:
+        self._keep(message, static=True)
+
+    def _keep(self, message: TFMessage, static: bool) -> None:
+        for item in message.transforms:
+            t, q = item.transform.translation, item.transform.rotation
+            stamp = item.header.stamp.sec + item.header.stamp.nanosec * 1e-9
+            try:
+                self.buffer.set_transform(
+                    item.header.frame_id,
+                    item.child_frame_id,
+                    stamp,
+                    (t.x, t.y, t.z),
+                    (q.x, q.y, q.z, q.w),
+                    static=static,
+                )
+            except ValueError as error:  # a broken publisher: named, counted, never raised
+                self.rejected_total += 1
+                self._node.get_logger().warning(
+                    f"TF transform ignored: {error}", throttle_duration_sec=10.0
+                )
+        self._end_waits(everything=False)
+
+    # ------------------------------------------------------------ a request's transforms
+
+    async def transforms(
+        self, camera_frame: str, stamp: float, target_frame: str, gravity_frame: str, timeout: float
+    ) -> FrameTransforms:
+        """The target frame's placement and TF's up for one image, waiting for TF up to
+        ``timeout`` seconds (a coroutine: no thread is held).
+
+        Args:
+            camera_frame: The image's frame_id (its optical frame).
+            stamp: The image's stamp, seconds on the node's clock.
+            target_frame: Where to report the 3D ("" or the camera frame: no transform).
+            gravity_frame: A z-up frame for up ("" for none).
+            timeout: Longest wait for a transform TF has not caught up with.
+        """
+        request = FrameRequest.of(camera_frame, target_frame, gravity_frame)
+        if not request.lookups:
+            return FrameTransforms()
+        if (
+            camera_frame
+            and timeout > 0
+            and any(self.buffer.can_transform(t, s, stamp) for t, s in request.lookups)
+        ):
+            wait = _TransformWait(request.lookups, stamp, time.time() + timeout)
+            with self._lock:
+                self._waits.append(wait)
+                if self._wait_timer.is_canceled():
+                    self._wait_timer.reset()
+                    self._wake()  # the executor's wait in progress does not know the timer
+            self._end_waits(everything=False)  # TF may have come in between
+            try:
+                await wait
+            finally:
+                with self._lock:
+                    if wait in self._waits:
+                        self._waits.remove(wait)
+        return look_up(self.buffer, request, stamp, self._failed)
+
+    def _failed(self, what: str) -> None:
+        with self._lock:
+            self.failed_total += 1
+            self._failures.append(time.time())
+            self.last_failure = what
+        self._node.get_logger().warning(f"TF lookup failed: {what}", throttle_duration_sec=5.0)
+
+    # ------------------------------------------------------------ waits
+
+    def _poll_waits(self) -> None:
+        with self._lock:
+            if not self._waits:
+                self._wait_timer.cancel()
+                return
+        self._end_waits(everything=False)
+
+    def _end_waits(self, everything: bool) -> None:
+        now = time.time()
+        ended = False
+        with self._lock:
+            for wait in list(self._waits):
+                if (
+                    everything
+                    or now >= wait.until
+                    or not any(self.buffer.can_transform(t, s, wait.stamp) for t, s in wait.lookups)
+                ):
+                    wait.done.set()
+                    self._waits.remove(wait)
+                    ended = True
+        if ended:
+            self._wake()
+
+    def _wake(self) -> None:
+        executor = self._node.executor
+        if executor is not None:
+            executor.wake()
+
+    # ------------------------------------------------------------ diagnostics
+
+    def diagnostics(self) -> list[KeyValue]:
+        """The TF figures of the inputs' status."""
+        with self._lock:
+            recent = sum(1 for at in self._failures if time.time() - at <= FAILURE_WINDOW_S)
+            total, last = self.failed_total, self.last_failure
+        newest = self.buffer.newest_stamp()
+        age = "none received" if newest is None else f"{max(self._now() - newest, 0.0):.3f}"
+        return [
+            KeyValue(key="tf lookups failed", value=str(total)),
+            KeyValue(key="tf lookups failed (last min)", value=str(recent)),
+            KeyValue(key="tf last failure", value=last),
+            KeyValue(key="tf latest transform age (s)", value=age),
+            KeyValue(key="tf transforms rejected", value=str(self.rejected_total)),
+        ]

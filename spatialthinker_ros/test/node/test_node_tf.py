@@ -1,0 +1,311 @@
+"""Answers in the robot's frames (issue 21), end to end through DDS.
+
+A robot (``robot_tf_process.py``, a process of its own) publishes ``/tf_static`` as tf2's static
+broadcaster does (``base_link -> camera_link -> optical frame``, the camera 1.2 m up and pitched
+30 deg down) and ``/tf`` at 50 Hz (``odom -> base_link``, driving along x at 1 m/s, stamped now).
+Its camera (``camera_process.py``, another process) stamps every frame 100 ms before publishing
+it, as a driver that stamps the exposure does. The node (a real subprocess, openai backend on
+the scripted server) has ``target_frame: base_link``.
+
+The truth for an answer: its objects in the camera frame (the synthetic scene is static, so the
+same every frame; asked once with the camera's own frame as target) moved by the robot's known
+transform at the answer's stamp. Using the newest transform instead puts them about 10 cm
+(1 m/s for at least 100 ms) off, so the 1 cm tolerance proves the lookup at the image's stamp.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytest
+from camera_process import FRAME_ID as OPTICAL
+from node_harness import SCRIPTED_OBJECTS, Rig, openai_params, running_node
+from robot_tf_process import (
+    BASE,
+    BASE_TO_CAMERA_ROTATION,
+    BASE_TO_CAMERA_XYZ,
+    CAMERA_TO_OPTICAL_ROTATION,
+    DYNAMIC_QOS,
+    ODOM,
+    odom_x,
+)
+from scipy.spatial.transform import Rotation
+from script_process import ScriptProcess
+from tf2_msgs.msg import TFMessage
+from visualization_msgs.msg import Marker
+
+from spatialthinker_msgs.action import Query as QueryAction
+from spatialthinker_msgs.srv import Query
+
+PREFIX = "/tf_cam"
+REMAPS = {
+    "image": f"{PREFIX}/image",
+    "depth": f"{PREFIX}/depth",
+    "camera_info": f"{PREFIX}/camera_info",
+}
+SPEED = 1.0
+STAMP_AGE_MS = 100.0
+# Generous for a loaded 2-core machine: the transform at a stamp 100 ms old is normally already
+# there, so only a missing frame waits this long.
+TF_TIMEOUT = 1.0
+TOLERANCE_M = 0.01
+MISSING = "no_such_frame"
+QUESTION = "Is the red box in front of or behind the green box?"
+OPTIONS = ["in front", "behind"]
+# Where the optical frame is in base_link (static): the rotation of the camera's axes.
+BASE_FROM_OPTICAL_ROTATION = BASE_TO_CAMERA_ROTATION * CAMERA_TO_OPTICAL_ROTATION
+BASE_FROM_OPTICAL_XYZ = np.array(BASE_TO_CAMERA_XYZ)
+
+
+@dataclass
+class Robot:
+    """The robot process and the origin of its drive (x = SPEED * (stamp - origin))."""
+
+    process: ScriptProcess
+    origin: float
+
+
+@dataclass
+class TfWatch:
+    """The newest ``odom -> base_link`` this process received on ``/tf``: what a node that
+    looks up the latest transform would use."""
+
+    newest: tuple[float, float] | None = None  # (stamp, x)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def keep(self, msg: TFMessage) -> None:
+        for t in msg.transforms:
+            if t.header.frame_id == ODOM and t.child_frame_id == BASE:
+                stamp = _seconds(t.header.stamp)
+                with self.lock:
+                    if self.newest is None or stamp > self.newest[0]:
+                        self.newest = (stamp, t.transform.translation.x)
+
+
+@pytest.fixture(scope="module")
+def robot() -> Iterator[Robot]:
+    origin = time.time()
+    process = ScriptProcess("robot_tf_process.py", OPTICAL, repr(origin), repr(SPEED))
+    try:
+        yield Robot(process, origin)
+    finally:
+        process.close()
+
+
+@pytest.fixture(scope="module")
+def camera() -> Iterator[ScriptProcess]:
+    # 10 Hz: the stamps' age, not the rate, is what is tested (and the CI machine is small).
+    process = ScriptProcess("camera_process.py", PREFIX, "10")
+    try:
+        process.set(stamp_age_ms=STAMP_AGE_MS)
+        yield process
+    finally:
+        process.close()
+
+
+@pytest.fixture(scope="module")
+def tf_watch(rig: Rig) -> Iterator[TfWatch]:
+    watch = TfWatch()
+    with rig.side_node("tf_watch") as side:
+        side.create_subscription(TFMessage, "/tf", watch.keep, DYNAMIC_QOS)
+        deadline = time.monotonic() + 30.0
+        while watch.newest is None and time.monotonic() < deadline:  # discovery
+            time.sleep(0.05)
+        assert watch.newest is not None, "no /tf from the robot within 30 s"
+        yield watch
+
+
+@pytest.fixture(scope="module")
+def node(server, rig, robot, camera):
+    rig.camera_on = False  # the rig is only the planner here: the camera is its own process
+    extra = {"model": "tf", "target_frame": BASE, "tf_timeout": TF_TIMEOUT}
+    with running_node(rig, openai_params(server.base_url, extra), remaps=REMAPS) as process:
+        yield process
+    rig.camera_on = True
+
+
+@pytest.fixture(scope="module")
+def camera_frame(node, rig) -> dict[str, Any]:
+    """The objects in the camera's optical frame: asked for that frame itself (a lookup from a
+    frame to itself is the identity), overriding the node's base_link."""
+    graph = _ask(rig, OPTICAL).scene_graph
+    assert graph.header.frame_id == OPTICAL
+    objects = {o.id: o for o in graph.objects}
+    assert set(objects) == set(SCRIPTED_OBJECTS), sorted(objects)
+    assert all(o.has_3d for o in objects.values()), [o.no_3d_reason for o in objects.values()]
+    for o in objects.values():
+        _assert_rotation(o.orientation, Rotation.identity(), f"{o.id} in the camera frame")
+    return objects
+
+
+def _seconds(stamp: Any) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def _xyz(point: Any) -> np.ndarray:
+    return np.array([point.x, point.y, point.z])
+
+
+def _rotation(quaternion: Any) -> Rotation:
+    return Rotation.from_quat([quaternion.x, quaternion.y, quaternion.z, quaternion.w])
+
+
+def _assert_rotation(quaternion: Any, expected: Rotation, what: str) -> None:
+    """``quaternion`` (a message's) is ``expected``, to 1e-4 rad."""
+    angle = (expected.inv() * _rotation(quaternion)).magnitude()
+    assert angle < 1e-4, f"{what}: orientation {quaternion} is {np.degrees(angle):.3f} deg off"
+
+
+def _ask(rig: Rig, target_frame: str) -> Any:
+    """``~/query`` with ``target_frame``; the answer (asserted successful, every object in 3D)."""
+    request = Query.Request(question=QUESTION, options=OPTIONS, target_frame=target_frame)
+    response = rig.wait_future(rig.query_client.call_async(request), 60.0)
+    assert response.success, response.message
+    return response.answer
+
+
+def _truth_in_base(camera_xyz: np.ndarray) -> np.ndarray:
+    """A point of the optical frame in base_link (the static chain)."""
+    return BASE_FROM_OPTICAL_ROTATION.apply(camera_xyz) + BASE_FROM_OPTICAL_XYZ
+
+
+def _check_objects(
+    graph: Any, camera_frame: dict[str, Any], offset: np.ndarray, frame: str
+) -> None:
+    """Every object of ``graph`` is its camera-frame self in ``frame``: centre and surface within
+    TOLERANCE_M of the static chain plus ``offset`` (odom's drive), the box's own size, and the
+    camera's rotation as orientation."""
+    assert graph.header.frame_id == frame
+    objects = {o.id: o for o in graph.objects}
+    assert set(objects) == set(camera_frame), sorted(objects)
+    for object_id, seen in objects.items():
+        reference = camera_frame[object_id]
+        assert seen.has_3d, seen.no_3d_reason
+        for name in ("center", "surface"):
+            truth = _truth_in_base(_xyz(getattr(reference, name))) + offset
+            error = np.linalg.norm(_xyz(getattr(seen, name)) - truth)
+            assert error < TOLERANCE_M, (
+                f"{object_id} {name} in {frame}: {_xyz(getattr(seen, name))}, truth {truth}"
+                f" ({error * 100:.1f} cm off)"
+            )
+        # The box keeps its extents along its own axes; its orientation turns them.
+        np.testing.assert_allclose(_xyz(seen.size), _xyz(reference.size), atol=1e-6)
+        _assert_rotation(seen.orientation, BASE_FROM_OPTICAL_ROTATION, f"{object_id} in {frame}")
+
+
+def _failure_count(status: Any) -> int | None:
+    """An inputs status's "tf lookups failed" count; None when it has none."""
+    values = {kv.key: kv.value for kv in status.values}
+    match = re.match(r"\s*(\d+)", values.get("tf lookups failed", ""))
+    return int(match[1]) if match else None
+
+
+def _tf_failures(rig: Rig, predicate: Any, wait: float = 15.0) -> tuple[int, dict[str, str]]:
+    """The newest inputs status whose "tf lookups failed" satisfies ``predicate``: that count
+    and all its values."""
+    count = _failure_count
+
+    def matching(array: Any) -> bool:
+        return any(
+            s.name.endswith("inputs") and count(s) is not None and predicate(count(s))
+            for s in array.status
+        )
+
+    array = rig.latest(rig.diagnostics, matching, wait=wait)
+    status = next(
+        s
+        for s in array.status
+        if s.name.endswith("inputs") and count(s) is not None and predicate(count(s))
+    )
+    return int(count(status)), {kv.key: kv.value for kv in status.values}
+
+
+def test_the_parameter_target_frame_puts_every_output_in_base_link(node, rig, camera_frame) -> None:
+    answer = _ask(rig, "")  # "": the node's target_frame parameter (base_link)
+    graph = answer.scene_graph
+    _check_objects(graph, camera_frame, np.zeros(3), BASE)
+    assert not [w for w in answer.warnings if w.startswith("no transform from")], answer.warnings
+    # The stamp stays the colour frame's: the camera's, 100 ms before it was published.
+    assert _seconds(graph.header.stamp) == _seconds(answer.header.stamp) > 0
+    # The published answer and the markers follow the frame too; the boxes are drawn turned.
+    published = rig.latest(rig.answers, lambda a: a.request_id == answer.request_id, wait=15.0)
+    assert published.scene_graph.header.frame_id == BASE
+
+    def cubes_of_this_answer(array: Any) -> list[Marker]:
+        return [
+            m
+            for m in array.markers
+            if m.type == Marker.CUBE
+            and m.action == Marker.ADD  # not the array's leading DELETEALL
+            and m.header.frame_id == BASE
+            and _seconds(m.header.stamp) == _seconds(graph.header.stamp)
+        ]
+
+    markers = rig.latest(rig.markers, lambda a: bool(cubes_of_this_answer(a)), wait=15.0)
+    cubes = cubes_of_this_answer(markers)
+    assert len(cubes) == len(graph.objects)
+    for cube in cubes:
+        _assert_rotation(cube.pose.orientation, BASE_FROM_OPTICAL_ROTATION, "a cube marker")
+
+
+def test_a_request_target_frame_overrides_it_and_is_looked_up_at_the_image_stamp(
+    node, rig, robot, camera_frame, tf_watch
+) -> None:
+    # The robot has moved on since the camera's exposure: at least the 100 ms of the stamp's
+    # age, at 1 m/s. What a node looking up the latest transform would have used:
+    with tf_watch.lock:
+        assert tf_watch.newest is not None
+        newest_stamp, newest_x = tf_watch.newest
+    answer = _ask(rig, ODOM)  # overrides the node's base_link
+    graph = answer.scene_graph
+    stamp = _seconds(graph.header.stamp)
+    truth_x = odom_x(stamp, robot.origin, SPEED)
+    _check_objects(graph, camera_frame, np.array([truth_x, 0.0, 0.0]), ODOM)
+    # The tolerance tells the two lookups apart: the newest transform is > 5 cm off (about 10).
+    latest_error = abs(newest_x - truth_x)
+    assert latest_error > 0.05, (
+        f"the newest odom -> base_link ({newest_stamp:.3f} s) is only {latest_error * 100:.1f} cm"
+        f" from the one at the image's stamp ({stamp:.3f} s): this run cannot tell them apart"
+    )
+    # The action's goal has the same field.
+    goal = QueryAction.Goal(question=QUESTION, options=OPTIONS, target_frame=ODOM)
+    result = rig.action(goal, wait=60.0)
+    assert result.success, result.message
+    graph = result.answer.scene_graph
+    offset = np.array([odom_x(_seconds(graph.header.stamp), robot.origin, SPEED), 0.0, 0.0])
+    _check_objects(graph, camera_frame, offset, ODOM)
+
+
+def test_a_missing_frame_answers_in_the_camera_frame_with_a_warning(
+    node, rig, camera_frame
+) -> None:
+    # Failures so far (none is expected, but the count is compared, not assumed).
+    array = rig.latest(rig.diagnostics, lambda a: any(s.name.endswith("inputs") for s in a.status))
+    inputs = next(s for s in array.status if s.name.endswith("inputs"))
+    failed_before = _failure_count(inputs) or 0
+    answer = _ask(rig, MISSING)
+    graph = answer.scene_graph
+    # The answer is not lost: in the camera frame, as if no target had been asked for.
+    assert graph.header.frame_id == OPTICAL
+    for o in graph.objects:
+        assert o.has_3d, o.no_3d_reason
+        np.testing.assert_allclose(_xyz(o.center), _xyz(camera_frame[o.id].center), atol=1e-6)
+        _assert_rotation(o.orientation, Rotation.identity(), f"{o.id} without a transform")
+    warnings = [w for w in answer.warnings if w.startswith("no transform from")]
+    assert len(warnings) == 1, answer.warnings
+    assert f"'{OPTICAL}'" in warnings[0] and MISSING in warnings[0], warnings[0]
+    # Waited for TF no longer than tf_timeout: the answer took tf_timeout and the model's time,
+    # with seconds to spare for a loaded machine (not the request's 20 s timeout).
+    assert answer.total_s < TF_TIMEOUT + answer.inference_s + answer.queue_wait_s + 5.0, (
+        f"total {answer.total_s:.2f} s, inference {answer.inference_s:.2f} s"
+    )
+    failed, values = _tf_failures(rig, lambda n: n > failed_before)
+    assert failed > failed_before
+    age = float(values["tf latest transform age (s)"])
+    assert 0.0 <= age < 10.0, values
