@@ -332,7 +332,13 @@ def lift_scene(parsed: SpatialResult, frames: Frames, params: SceneParams) -> Li
     vertical = any(
         normalise_predicate(rel.predicate) in VERTICAL_FAMILIES for rel in parsed.relations
     )
-    up = scene_up(frames.depth_m, frames.intrinsics, params.up, frames.tf_up) if vertical else None
+    # Measured only where a relation needs it (a plane fit costs milliseconds); TF's is free.
+    from_tf = params.up == "tf" and frames.tf_up is not None
+    up = (
+        scene_up(frames.depth_m, frames.intrinsics, params.up, frames.tf_up)
+        if vertical or from_tf
+        else None
+    )
     if vertical and params.up == "tf" and frames.tf_up is None and frames.tf_up_failure:
         warnings.append(f"up not from TF ({frames.tf_up_failure}): {_up_words(up)}")
     return Lifting(lifted, "", warnings, units, up)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -27,6 +28,32 @@ from spatialthinker_ros.core.transforms import (
 
 # Said instead of TF's reason when the images name no frame.
 NO_CAMERA_FRAME = "the camera's images have no frame_id (set the frame_id parameter)"
+
+
+def keep_tf_message(buffer: TransformBuffer, message: Any, static: bool) -> list[str]:
+    """Add a ``tf2_msgs/msg/TFMessage`` (an rclpy message or a rosbags one: the same fields) to
+    ``buffer``; what ``/tf`` (``static=False``) and ``/tf_static`` (``static=True``) carry.
+
+    Returns:
+        Why each transform that was refused was refused (a broken publisher's NaN, zero
+        quaternion or loop); the others are kept.
+    """
+    refused = []
+    for item in message.transforms:
+        t, q = item.transform.translation, item.transform.rotation
+        stamp = item.header.stamp.sec + item.header.stamp.nanosec * 1e-9
+        try:
+            buffer.set_transform(
+                item.header.frame_id,
+                item.child_frame_id,
+                stamp,
+                (t.x, t.y, t.z),
+                (q.x, q.y, q.z, q.w),
+                static=static,
+            )
+        except ValueError as error:
+            refused.append(str(error))
+    return refused
 
 
 @dataclass(frozen=True)

@@ -28,9 +28,11 @@ from spatialthinker_ros.core.backends import BACKEND_NAMES
 
 __all__ = [
     "ENGINE_FLAGS",
+    "FRAME_FLAGS",
     "CommandError",
     "EngineFlag",
     "add_engine_arguments",
+    "add_frame_arguments",
     "options_list",
     "parameter_values",
     "positive_float",
@@ -161,8 +163,9 @@ _LIFTING_FLAGS: tuple[EngineFlag, ...] = (
     EngineFlag(
         "relations.up",
         "--relations-up",
-        help="up for above/below/on: measured from the depth, the camera's -y (level), or"
-        " its -z for a camera looking straight down (down)",
+        help="up for above/below/on: TF's (tf: --gravity-frame's z, where the tool has a"
+        " transform; else measured), measured from the depth, the camera's -y (level), or its"
+        " -z for a camera looking straight down (down)",
     ),
 )
 #: The flags of the answers' confidence (the node's confidence parameters).
@@ -183,6 +186,20 @@ _CONFIDENCE_FLAGS: tuple[EngineFlag, ...] = (
 )
 #: Every flag :func:`add_engine_arguments` adds.
 ENGINE_FLAGS: tuple[EngineFlag, ...] = _MODEL_FLAGS + _LIFTING_FLAGS + _CONFIDENCE_FLAGS
+#: The robot-frame flags of the tools that have transforms (:func:`add_frame_arguments`).
+FRAME_FLAGS: tuple[EngineFlag, ...] = (
+    EngineFlag(
+        "target_frame",
+        "--target-frame",
+        help="TF frame to report the 3D in, looked up at each image's stamp ('' = the camera's"
+        " optical frame; without the transform: the camera frame and a warning)",
+    ),
+    EngineFlag(
+        "gravity_frame",
+        "--gravity-frame",
+        help="a z-up TF frame (base_link, odom, map) whose z is up for above/below/on",
+    ),
+)
 
 
 def _add(group: argparse._ArgumentGroup, entry: EngineFlag) -> None:
@@ -219,6 +236,13 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         _add(confidence, entry)
 
 
+def add_frame_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--target-frame`` and ``--gravity-frame`` (the node's parameters of those names)."""
+    frames = parser.add_argument_group("robot frames (the node's target_frame, gravity_frame)")
+    for entry in FRAME_FLAGS:
+        _add(frames, entry)
+
+
 def parameter_values(args: argparse.Namespace) -> dict[str, Any]:
     """Every node parameter's value: the flags of :func:`add_engine_arguments` as given, the
     parameter table's defaults for the rest. Checked with the node's rules.
@@ -227,7 +251,8 @@ def parameter_values(args: argparse.Namespace) -> dict[str, Any]:
         CommandError: A value the node would refuse (the flag and the rule named).
     """
     values = {spec.name: spec.default for spec in PARAMETERS}
-    for entry in ENGINE_FLAGS:
+    given = [entry for entry in FRAME_FLAGS if hasattr(args, entry.dest)]
+    for entry in (*ENGINE_FLAGS, *given):
         value = getattr(args, entry.dest)
         values[entry.parameter] = value
         reason = validate(entry.parameter, value)

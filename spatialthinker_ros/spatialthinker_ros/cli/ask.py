@@ -3,6 +3,10 @@
 The image (with optional depth and camera_info files) goes through the same answering
 pipeline as the node's frames; the answer is printed as JSON, and written with an annotated
 PNG to the output folder.
+
+With ``--camera-pose`` (the camera's optical frame in ``--pose-frame``, e.g. from a robot's
+odometry or a motion-capture system) the 3D is reported in that frame, and above/below/on are
+judged along its z (REP 103: z up), through the same ROS-free functions as the node's TF.
 """
 
 from __future__ import annotations
@@ -10,7 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from spatialthinker_ros.cli.args import (
     CommandError,
@@ -28,7 +34,10 @@ from spatialthinker_ros.cli.files import (
 )
 from spatialthinker_ros.cli.offline_pipeline import frames_for, render, start_pipeline
 
-__all__ = ["add_ask_command", "run_ask"]
+if TYPE_CHECKING:
+    from spatialthinker_ros.answering.pipeline import Frames
+
+__all__ = ["add_ask_command", "placed", "run_ask"]
 
 
 def add_ask_command(subparsers: argparse._SubParsersAction) -> None:
@@ -51,6 +60,21 @@ def add_ask_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--camera-info", help="camera_info YAML of the colour camera")
     parser.add_argument(
         "--output", default="out/ask", help="folder for <image>.json and <image>.annotated.png"
+    )
+    parser.add_argument(
+        "--camera-pose",
+        nargs=7,
+        type=float,
+        metavar=("X", "Y", "Z", "QX", "QY", "QZ", "QW"),
+        help="the camera's optical frame (x right, y down, z forward) in --pose-frame: its"
+        " position in metres and orientation quaternion; the 3D is reported in --pose-frame"
+        " and up is its z",
+    )
+    parser.add_argument(
+        "--pose-frame", default="world", help="the z-up frame --camera-pose is given in"
+    )
+    parser.add_argument(
+        "--frame-id", default="camera_optical_frame", help="the camera's frame name"
     )
     parser.add_argument("--no-annotate", action="store_true", help="do not write the PNG")
     parser.add_argument("--compact", action="store_true", help="print one line of JSON")
@@ -79,6 +103,8 @@ def run_ask(args: argparse.Namespace) -> int:
     rectified = values["camera.rectified"]
     intrinsics = read_camera_info_yaml(args.camera_info, rectified) if args.camera_info else None
     frames = frames_for(rgb, depth, intrinsics, scale)
+    if args.camera_pose is not None:
+        frames = placed(frames, args.camera_pose, args.pose_frame, args.frame_id)
     stem = Path(args.image).stem
     pipeline = start_pipeline(values)
     try:
@@ -87,7 +113,7 @@ def run_ask(args: argparse.Namespace) -> int:
         raise CommandError(f"the model did not answer: {failed.reason}") from None
     finally:
         pipeline.shutdown("offline run finished")
-    data = render(answer)
+    data = render(answer, frame_id=args.frame_id if args.camera_pose is not None else "")
     data["image"] = str(args.image)
     write_json(args.output, f"{stem}.json", data)
     if not args.no_annotate:
@@ -95,3 +121,28 @@ def run_ask(args: argparse.Namespace) -> int:
     indent = None if args.compact else 2
     sys.stdout.write(json.dumps(finite(data), indent=indent, ensure_ascii=False) + "\n")
     return 0
+
+
+def placed(frames: Frames, pose: Sequence[float], pose_frame: str, camera_frame: str) -> Frames:
+    """``frames`` with the camera at ``pose`` (x y z qx qy qz qw of the optical frame) in
+    ``pose_frame``: the answer's 3D is reported there and up is its z, as the node does with a
+    TF target frame and gravity frame.
+
+    Raises:
+        CommandError: A pose that is not a rigid transform, or an empty frame name (named).
+    """
+    # Imported here, as the pipeline is: `--help` and argument errors stay instant.
+    from spatialthinker_ros.answering.robot_frames import FrameRequest, look_up
+    from spatialthinker_ros.core.transforms import TransformBuffer
+
+    if not pose_frame.strip("/") or not camera_frame.strip("/"):
+        raise CommandError("--pose-frame and --frame-id must name frames")
+    if pose_frame.strip("/") == camera_frame.strip("/"):
+        raise CommandError(f"--pose-frame and --frame-id are both '{camera_frame}'")
+    buffer = TransformBuffer()
+    try:
+        buffer.set_transform(pose_frame, camera_frame, 0.0, pose[:3], pose[3:], static=True)
+    except ValueError as error:
+        raise CommandError(f"--camera-pose: {error}") from None
+    request = FrameRequest.of(camera_frame, pose_frame, pose_frame)
+    return look_up(buffer, request, 0.0).applied_to(frames)

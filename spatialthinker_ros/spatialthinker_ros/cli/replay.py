@@ -11,6 +11,11 @@ answered through the node's answering pipeline and rendered by its one JSON rend
 go to ``results.jsonl`` (one line per frame, failures included with their reason) and annotated
 PNGs to the output folder.
 
+With ``--target-frame`` (and ``--gravity-frame``) the bag's own ``/tf`` and ``/tf_static`` are
+read first into a transform buffer, and each frame's 3D is reported in the target frame as the
+node would: the transform looked up at the frame's stamp, through the same ROS-free functions
+(:mod:`spatialthinker_ros.answering.robot_frames`).
+
 Frames are picked with ``--every N`` (every Nth colour frame) or ``--rate HZ`` (by header
 stamp), and up to ``--max-batch-size`` frames are queued so the engine can batch them.
 """
@@ -32,6 +37,7 @@ import numpy as np
 from spatialthinker_ros.cli.args import (
     CommandError,
     add_engine_arguments,
+    add_frame_arguments,
     options_list,
     parameter_values,
     positive_float,
@@ -46,7 +52,7 @@ from spatialthinker_ros.cli.offline_pipeline import (
 )
 from spatialthinker_ros.core.frame_buffer import pair_frames
 
-__all__ = ["BagFrame", "add_replay_command", "read_frames", "run_replay"]
+__all__ = ["BagFrame", "add_replay_command", "read_frames", "read_transforms", "run_replay"]
 
 # How long (bag time) a selected colour frame waits for a depth frame recorded after it, and how
 # many may wait: when depth stops partway through a bag, later frames go on without it instead
@@ -57,6 +63,9 @@ MAX_WAITING_FRAMES = 64
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED = "sensor_msgs/msg/CompressedImage"
 CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
+TF_MESSAGE = "tf2_msgs/msg/TFMessage"
+# A bag's whole TF history is kept (the buffer drops nothing older than this behind its newest).
+BAG_TF_CACHE_S = 1e9
 
 
 @dataclass
@@ -212,6 +221,58 @@ def read_frames(
         reader, colour, depth, info, every, rate_hz, limit, sync_slop, depth_scale, rectified
     )
     return summary, frames
+
+
+def read_transforms(
+    bag: str | Path, tf_topic: str = "/tf", tf_static_topic: str = "/tf_static"
+) -> tuple[Any, dict[str, int]]:
+    """Every transform a bag recorded on ``tf_topic`` and ``tf_static_topic``, in one buffer.
+
+    Returns:
+        ``(buffer, counts)``: a :class:`~spatialthinker_ros.core.transforms.TransformBuffer`;
+        counts of ``messages``, ``transforms`` kept and ``refused`` (a
+        broken publisher's).
+
+    Raises:
+        CommandError: The bag cannot be read, or has neither topic as a ``TFMessage``.
+    """
+    from rosbags.rosbag2 import Reader
+    from rosbags.typesys import Stores, get_typestore
+
+    from spatialthinker_ros.answering.robot_frames import keep_tf_message
+    from spatialthinker_ros.core.transforms import TransformBuffer
+
+    path = Path(bag).expanduser()
+    if not path.exists():
+        raise CommandError(f"bag not found: {bag}")
+    typestore = get_typestore(Stores.ROS2_JAZZY)
+    buffer = TransformBuffer(cache_time=BAG_TF_CACHE_S)
+    counts = {"messages": 0, "transforms": 0, "refused": 0}
+    try:
+        with Reader(path) as reader:
+            static = {tf_static_topic}
+            wanted = [
+                c
+                for c in reader.connections
+                if c.topic in {tf_topic, tf_static_topic} and c.msgtype == TF_MESSAGE
+            ]
+            if not wanted:
+                raise CommandError(
+                    f"the bag has no {tf_topic} or {tf_static_topic} ({TF_MESSAGE}) to look"
+                    " --target-frame/--gravity-frame up in"
+                )
+            for connection, _time, raw in reader.messages(connections=wanted):
+                message = typestore.deserialize_cdr(raw, connection.msgtype)
+                refused = keep_tf_message(buffer, message, connection.topic in static)
+                counts["messages"] += 1
+                counts["transforms"] += len(message.transforms) - len(refused)
+                counts["refused"] += len(refused)
+    except CommandError:
+        raise
+    except Exception as error:
+        message = " ".join(str(error).split()) or type(error).__name__
+        raise CommandError(f"cannot read the transforms of bag {bag}: {message}") from None
+    return buffer, counts
 
 
 def _pick_camera_info(connections: list[Any], wanted: str | None, colour: str) -> str | None:
@@ -391,10 +452,13 @@ def add_replay_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--sync-slop", type=float, default=0.05, help="largest colour/depth stamp gap, seconds"
     )
+    parser.add_argument("--tf-topic", default="/tf", help="the bag's TF topic")
+    parser.add_argument("--tf-static-topic", default="/tf_static", help="its static TF topic")
     parser.add_argument("--output", default="out/replay", help="output folder")
     parser.add_argument("--no-annotate", action="store_true", help="do not write PNGs")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     add_engine_arguments(parser)
+    add_frame_arguments(parser)
     parser.set_defaults(func=run_replay)
 
 
@@ -417,6 +481,10 @@ def run_replay(args: argparse.Namespace) -> int:
         depth_scale=values["depth.scale"],
         rectified=values["camera.rectified"],
     )
+    target_frame, gravity_frame = values["target_frame"], values["gravity_frame"]
+    transforms = None
+    if target_frame or gravity_frame:
+        transforms, tf_counts = read_transforms(args.bag, args.tf_topic, args.tf_static_topic)
     results_path = output_path(args.output, "results.jsonl")
     progress = Progress(total=summary["selected"], quiet=args.quiet)
     if not args.quiet:
@@ -427,13 +495,27 @@ def run_replay(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
+        if transforms is not None:
+            frames_named = ", ".join(transforms.frames()[:12])
+            print(
+                f"replay: {tf_counts['transforms']} transforms from {tf_counts['messages']} TF"
+                f" messages ({tf_counts['refused']} refused); frames: {frames_named}",
+                file=sys.stderr,
+                flush=True,
+            )
     answered = failed = 0
     pipeline = start_pipeline(values)
+
+    from spatialthinker_ros.answering.robot_frames import FrameRequest, look_up
 
     def submit(frame: BagFrame) -> Any:
         if frame.error:
             return None
         frames = _frames(frame, args.no_depth)
+        if transforms is not None:
+            # The node's lookup at the image's stamp; a missing transform: camera frame + warning.
+            request = FrameRequest.of(frame.frame_id, target_frame, gravity_frame)
+            frames = look_up(transforms, request, frame.stamp).applied_to(frames)
         return pipeline.submit(
             frames, args.question, args.options, request_id=f"frame-{frame.index}"
         )

@@ -29,7 +29,12 @@ from rclpy.node import Node
 from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
 from tf2_msgs.msg import TFMessage
 
-from spatialthinker_ros.answering.robot_frames import FrameRequest, FrameTransforms, look_up
+from spatialthinker_ros.answering.robot_frames import (
+    FrameRequest,
+    FrameTransforms,
+    keep_tf_message,
+    look_up,
+)
 from spatialthinker_ros.core.transforms import TransformBuffer
 
 # How long the buffer keeps a dynamic transform's history (tf2's default): a request looks up its
@@ -128,23 +133,12 @@ class TfListener:
         self._keep(message, static=True)
 
     def _keep(self, message: TFMessage, static: bool) -> None:
-        for item in message.transforms:
-            t, q = item.transform.translation, item.transform.rotation
-            stamp = item.header.stamp.sec + item.header.stamp.nanosec * 1e-9
-            try:
-                self.buffer.set_transform(
-                    item.header.frame_id,
-                    item.child_frame_id,
-                    stamp,
-                    (t.x, t.y, t.z),
-                    (q.x, q.y, q.z, q.w),
-                    static=static,
-                )
-            except ValueError as error:  # a broken publisher: named, counted, never raised
-                self.rejected_total += 1
-                self._node.get_logger().warning(
-                    f"TF transform ignored: {error}", throttle_duration_sec=10.0
-                )
+        for error in keep_tf_message(self.buffer, message, static):
+            # A broken publisher: named, counted, never raised.
+            self.rejected_total += 1
+            self._node.get_logger().warning(
+                f"TF transform ignored: {error}", throttle_duration_sec=10.0
+            )
         self._end_waits(everything=False)
 
     # ------------------------------------------------------------ a request's transforms

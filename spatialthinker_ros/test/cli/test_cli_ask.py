@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 from node_harness import scripted_reply
+from scipy.spatial.transform import Rotation
 from scripted_openai_server import ScriptedOpenAIServer
 
 from spatialthinker_ros.cli import main as cli
@@ -250,3 +251,44 @@ def test_relations_up_flag_chooses_where_up_comes_from(
     assert evidence["down"] != evidence["measured"]
     code, _, err = _run(capsys, ["ask", str(IMAGE), "-q", "q?", "--relations-up", "sideways"])
     assert code != 0 and "sideways" in err
+
+
+def test_ask_with_a_camera_pose_reports_3d_in_the_pose_frame(
+    capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    # The sample's level camera, 0.8 m up at (2, 1) in "world", looking along world's -y.
+    sample = load_sample()
+    looking = Rotation.from_euler("z", -90, degrees=True) * Rotation.from_matrix(
+        [[0, 0, 1], [-1, 0, 0], [0, -1, 0]]  # optical axes in a body looking along +x
+    )
+    xyz = np.array([2.0, 1.0, 0.8])
+    # As a user types it (argparse reads "-6e-17" as an option, "-0.000000" as a number).
+    pose = [f"{value:.9f}" for value in (*xyz, *looking.as_quat())]
+    answers = {}
+    with ScriptedOpenAIServer(default_reply=scripted_reply(demo_scene())) as server:
+        for name, extra in {"camera": [], "world": ["--camera-pose", *pose]}.items():
+            argv = ["ask", str(IMAGE), "-q", sample.question, "--options", ",".join(sample.options)]
+            argv += ["--depth", str(DEPTH), "--camera-info", str(INFO), "--no-annotate", *extra]
+            argv += ["--output", str(tmp_path / name), "--compact", "--frame-id", "head_optical"]
+            argv += ["--backend", "openai", "--openai-base-url", server.base_url]
+            code, out, err = _run(capsys, argv)
+            assert code == 0, err
+            answers[name] = json.loads(out)
+    camera, world = answers["camera"], answers["world"]
+    assert (world["frame_id"], world["image_frame_id"]) == ("world", "head_optical")
+    assert camera["frame_id"] == ""  # no pose: the camera frame (a file names none)
+    for seen, reference in zip(world["objects"], camera["objects"], strict=True):
+        assert seen["has_3d"], seen
+        for key in ("center", "surface"):
+            np.testing.assert_allclose(seen[key], looking.apply(reference[key]) + xyz, atol=1e-3)
+        assert (Rotation.from_quat(seen["orientation"]).inv() * looking).magnitude() < 1e-3
+        assert seen["distance"] == pytest.approx(reference["distance"], abs=1e-3)
+    # Up is the pose frame's z (REP 103), and says so.
+    assert world["up_source"] == "tf:world"
+    np.testing.assert_allclose(world["up"], [0.0, 0.0, 1.0], atol=1e-4)
+    assert [r["verdict"] for r in world["relations"]] == [r["verdict"] for r in camera["relations"]]
+    # A pose that is not one: the flag and the problem named, nothing asked.
+    bad = ["ask", str(IMAGE), "-q", "q?", "--camera-pose", "0", "0", "0", "0", "0", "0", "0"]
+    code, out, err = _run(capsys, [*bad, "--output", str(tmp_path / "bad")])
+    assert code != 0 and out == ""
+    assert "--camera-pose:" in _error_line(err) and "quaternion" in _error_line(err)

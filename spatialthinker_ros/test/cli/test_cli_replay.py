@@ -5,18 +5,22 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from node_harness import scripted_reply
 from recorded_camera import (
     COMPRESSED_T,
     IMAGE_T,
     INFO_T,
+    TF_T,
     TYPESTORE,
     camera_info_message,
     compressed_depth_message,
     image_message,
+    tf_message,
 )
 from rosbags.rosbag2 import StoragePlugin, Writer
+from scipy.spatial.transform import Rotation
 from scripted_openai_server import ScriptedOpenAIServer
 
 from spatialthinker_ros.cli import main as cli
@@ -37,10 +41,12 @@ def write_bag(
     garbage: tuple[int, ...] = (),
     depth_frames: int | None = None,
     compressed_depth: bool = False,
+    robot_tf: bool = False,
 ) -> Path:
     """A 10 Hz RGB-D recording of the demo scene; colour frames in ``broken`` are truncated,
     those in ``garbage`` are not CDR at all; depth stops after ``depth_frames`` frames; with
-    ``compressed_depth`` depth is recorded only as its compressedDepth topic."""
+    ``compressed_depth`` depth is recorded only as its compressedDepth topic; with ``robot_tf``
+    the robot's /tf_static and 50 Hz /tf (:func:`robot_links`) are recorded too."""
     scene = demo_scene()
     with Writer(path, version=9, storage_plugin=STORAGE[storage]) as writer:
         types = {INFO: INFO_T, DEPTH: COMPRESSED_T if compressed_depth else IMAGE_T}
@@ -52,6 +58,16 @@ def write_bag(
             )
             for topic in topics
         }
+        if robot_tf:
+            static = writer.add_connection("/tf_static", TF_T, typestore=TYPESTORE)
+            dynamic = writer.add_connection("/tf", TF_T, typestore=TYPESTORE)
+            static_links, odom_link = robot_links()
+            raw = TYPESTORE.serialize_cdr(tf_message(99.0, static_links), TF_T)
+            writer.write(static, int(99.0 * 1e9), raw)
+            for k in range(int((0.1 * frames + 0.2) * 50)):
+                t = 99.9 + 0.02 * k
+                raw = TYPESTORE.serialize_cdr(tf_message(t, [odom_link(t)]), TF_T)
+                writer.write(dynamic, int(t * 1e9) - 1, raw)
         for i in range(frames):
             t = 100.0 + 0.1 * i
             messages = {
@@ -74,6 +90,30 @@ def write_bag(
                         raw = b"\x00\x01\x00\x00 not an image"
                     writer.write(conns[topic], int(t * 1e9) + order.index(topic), raw)
     return path
+
+
+# The recorded robot: its camera ("cam", the images' frame) 1.2 m above base_link, pitched 30 deg
+# down; base_link driving along odom's x at 1 m/s while turning at 0.5 rad/s.
+CAMERA_IN_BASE = Rotation.from_euler("y", 30, degrees=True) * Rotation.from_matrix(
+    [[0, 0, 1], [-1, 0, 0], [0, -1, 0]]  # optical axes (x right, y down, z ahead) in the body's
+)
+CAMERA_XYZ = (0.1, 0.0, 1.2)
+
+
+def _base_in_odom(t: float) -> tuple[Rotation, np.ndarray]:
+    return Rotation.from_euler("z", 0.5 * (t - 100.0)), np.array([t - 100.0, 0.0, 0.0])
+
+
+def robot_links() -> tuple[list, object]:
+    """The static links (base_link -> cam) and odom -> base_link at a time, as tf_message takes
+    them."""
+    static = [("base_link", "cam", CAMERA_XYZ, tuple(CAMERA_IN_BASE.as_quat()))]
+
+    def odom_link(t: float) -> tuple:
+        rotation, xyz = _base_in_odom(t)
+        return ("odom", "base_link", tuple(xyz), tuple(rotation.as_quat()))
+
+    return static, odom_link
 
 
 def _run(capsys: pytest.CaptureFixture, argv: list[str]) -> tuple[int, str, str]:
@@ -240,3 +280,57 @@ def test_replay_does_not_keep_frames_when_depth_stops(tmp_path: Path, monkeypatc
     # Frame 30 leaves about a second of bag time (10 frames) after it was read, not at the end.
     assert read_when_yielded[30] <= 2 * 42 + 5 < total
     assert read_when_yielded[59] == total
+
+
+def test_replay_reports_3d_in_a_target_frame_from_the_bags_own_tf(
+    capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    # A moving robot's bag: each frame's objects land in odom where the robot was at that
+    # frame's stamp (the transform interpolated between /tf samples), not where it was last.
+    scene = demo_scene()
+    bag = write_bag(tmp_path / "bag", "mcap", frames=4, robot_tf=True)
+    records = {}
+    with ScriptedOpenAIServer(default_reply=scripted_reply(scene)) as server:
+        for name, frames in {
+            "camera": [],
+            "odom": ["--target-frame", "odom", "--gravity-frame", "base_link"],
+            "missing": ["--target-frame", "map"],
+        }.items():
+            argv = ["replay", str(bag), "-q", "Is the red box in front?", *frames]
+            argv += ["--output", str(tmp_path / name), "--backend", "openai", "--no-annotate"]
+            code, _, err = _run(capsys, [*argv, "--openai-base-url", server.base_url])
+            assert code == 0, err
+            records[name] = _records(tmp_path / name)
+    assert "transforms from" in err
+    for camera, odom, missing in zip(*records.values(), strict=True):
+        assert camera["frame_id"] == "cam" and odom["frame_id"] == "odom"
+        stamp = odom["stamp"]
+        base_rotation, base_xyz = _base_in_odom(stamp)
+        rotation = base_rotation * CAMERA_IN_BASE
+        xyz = base_rotation.apply(CAMERA_XYZ) + base_xyz
+        for seen, reference in zip(odom["objects"], camera["objects"], strict=True):
+            assert seen["has_3d"], seen
+            for key in ("center", "surface"):
+                truth = rotation.apply(reference[key]) + xyz
+                np.testing.assert_allclose(seen[key], truth, atol=1e-3)
+            assert seen["size"] == reference["size"]
+            turned = Rotation.from_quat(seen["orientation"])
+            assert (turned.inv() * rotation).magnitude() < 1e-3  # 4 decimals in JSON
+        # Up from TF: base_link's z seen from the camera (as published, in the camera frame's
+        # rotation to odom: odom's z, base_link being level).
+        assert odom["up_source"] == "tf:base_link"
+        np.testing.assert_allclose(odom["up"], [0.0, 0.0, 1.0], atol=1e-4)
+        # A frame the bag's TF does not have: the camera frame, and a warning naming the link.
+        assert missing["frame_id"] == "cam"
+        assert [o["center"] for o in missing["objects"]] == [o["center"] for o in camera["objects"]]
+        assert any(w.startswith("no transform from 'cam' to 'map'") for w in missing["warnings"])
+
+
+def test_replay_target_frame_needs_tf_in_the_bag(
+    capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    bag = write_bag(tmp_path / "bag", frames=1)
+    argv = ["replay", str(bag), "-q", "Where?", "--target-frame", "odom"]
+    code, _, err = _run(capsys, [*argv, "--output", str(tmp_path / "out")])
+    assert code == 2
+    assert "the bag has no /tf or /tf_static" in err

@@ -48,6 +48,7 @@ TRANSPORT_FIELDS = {
     "request_id",
     "stamp",
     "frame_id",
+    "image_frame_id",
     "queue_wait_s",
     "inference_s",
     "total_s",
