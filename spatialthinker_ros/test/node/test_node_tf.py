@@ -55,6 +55,8 @@ STAMP_AGE_MS = 100.0
 # there, so only a missing frame waits this long.
 TF_TIMEOUT = 1.0
 TOLERANCE_M = 0.01
+# A call's own time beyond the answer's (DDS, executor turns) on a loaded 2-core machine.
+TF_CALL_OVERHEAD_S = 1.5
 MISSING = "no_such_frame"
 QUESTION = "Is the red box in front of or behind the green box?"
 OPTIONS = ["in front", "behind"]
@@ -124,7 +126,7 @@ def tf_watch(rig: Rig) -> Iterator[TfWatch]:
 @pytest.fixture(scope="module")
 def node(server, rig, robot, camera):
     rig.camera_on = False  # the rig is only the planner here: the camera is its own process
-    extra = {"model": "tf", "target_frame": BASE, "tf_timeout": TF_TIMEOUT}
+    extra = {"model": "tf", "target_frame": BASE, "gravity_frame": BASE, "tf_timeout": TF_TIMEOUT}
     with running_node(rig, openai_params(server.base_url, extra), remaps=REMAPS) as process:
         yield process
     rig.camera_on = True
@@ -133,7 +135,16 @@ def node(server, rig, robot, camera):
 @pytest.fixture(scope="module")
 def camera_frame(node, rig) -> dict[str, Any]:
     """The objects in the camera's optical frame: asked for that frame itself (a lookup from a
-    frame to itself is the identity), overriding the node's base_link."""
+    frame to itself is the identity), overriding the node's base_link. Asked again (for at most
+    30 s) until the camera process's frames have reached the node with their depth."""
+    deadline = time.monotonic() + 30.0
+    while True:
+        request = Query.Request(question=QUESTION, options=OPTIONS, target_frame=OPTICAL)
+        response = rig.wait_future(rig.query_client.call_async(request), 60.0)
+        ready = response.success and all(o.has_3d for o in response.answer.scene_graph.objects)
+        if ready or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     graph = _ask(rig, OPTICAL).scene_graph
     assert graph.header.frame_id == OPTICAL
     objects = {o.id: o for o in graph.objects}
@@ -231,6 +242,9 @@ def test_the_parameter_target_frame_puts_every_output_in_base_link(node, rig, ca
     graph = answer.scene_graph
     _check_objects(graph, camera_frame, np.zeros(3), BASE)
     assert not [w for w in answer.warnings if w.startswith("no transform from")], answer.warnings
+    # Up is TF's (gravity_frame base_link, z up), given in base_link: its z.
+    assert graph.up_source == f"tf:{BASE}"
+    np.testing.assert_allclose(_xyz(graph.up), [0.0, 0.0, 1.0], atol=1e-6)
     # The stamp stays the colour frame's: the camera's, 100 ms before it was published.
     assert _seconds(graph.header.stamp) == _seconds(answer.header.stamp) > 0
     # The published answer and the markers follow the frame too; the boxes are drawn turned.
@@ -289,7 +303,9 @@ def test_a_missing_frame_answers_in_the_camera_frame_with_a_warning(
     array = rig.latest(rig.diagnostics, lambda a: any(s.name.endswith("inputs") for s in a.status))
     inputs = next(s for s in array.status if s.name.endswith("inputs"))
     failed_before = _failure_count(inputs) or 0
+    start = time.monotonic()
     answer = _ask(rig, MISSING)
+    took = time.monotonic() - start
     graph = answer.scene_graph
     # The answer is not lost: in the camera frame, as if no target had been asked for.
     assert graph.header.frame_id == OPTICAL
@@ -297,13 +313,19 @@ def test_a_missing_frame_answers_in_the_camera_frame_with_a_warning(
         assert o.has_3d, o.no_3d_reason
         np.testing.assert_allclose(_xyz(o.center), _xyz(camera_frame[o.id].center), atol=1e-6)
         _assert_rotation(o.orientation, Rotation.identity(), f"{o.id} without a transform")
+    # Up is still TF's (camera <- base_link is known), given in the camera frame.
+    assert graph.up_source == f"tf:{BASE}"
+    up_in_camera = BASE_FROM_OPTICAL_ROTATION.inv().apply([0.0, 0.0, 1.0])
+    np.testing.assert_allclose(_xyz(graph.up), up_in_camera, atol=1e-6)
     warnings = [w for w in answer.warnings if w.startswith("no transform from")]
     assert len(warnings) == 1, answer.warnings
     assert f"'{OPTICAL}'" in warnings[0] and MISSING in warnings[0], warnings[0]
-    # Waited for TF no longer than tf_timeout: the answer took tf_timeout and the model's time,
-    # with seconds to spare for a loaded machine (not the request's 20 s timeout).
-    assert answer.total_s < TF_TIMEOUT + answer.inference_s + answer.queue_wait_s + 5.0, (
-        f"total {answer.total_s:.2f} s, inference {answer.inference_s:.2f} s"
+    # Waited for TF (a frame may appear late, as a robot's come up) but no longer than
+    # tf_timeout: beyond the answer's own time (queue and model, total_s), the call took
+    # tf_timeout and the call's own overhead (not the request's 20 s timeout). Measured here:
+    # 1.02-1.61 s with five busy processes on two cores; the bound leaves room for CI's load.
+    assert TF_TIMEOUT - 0.05 < took - answer.total_s < TF_TIMEOUT + TF_CALL_OVERHEAD_S, (
+        f"the call took {took:.2f} s, the answer {answer.total_s:.2f} s"
     )
     failed, values = _tf_failures(rig, lambda n: n > failed_before)
     assert failed > failed_before
