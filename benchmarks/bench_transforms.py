@@ -6,7 +6,7 @@ Not a test: run ``python benchmarks/bench_transforms.py`` and read the figures.
    (a three-link chain, the dynamic link interpolated between 50 Hz samples) plus the scene
    graph message with the placement applied (centres, surfaces, orientation, up), minus the
    same message without a placement. Goal: < 0.5 ms.
-2. The TF subscription's CPU: a node holding the ``TfListener`` subscribed to ``/tf`` while
+2. The TF subscription's CPU: a node holding the (polled) ``TfListener`` subscribed to ``/tf`` while
    another process publishes ``odom -> base_link`` at 50 Hz, against the same node not
    subscribed (CPU time of the process over ``--seconds``). Goal: < 1 % of a core.
    Needs ROS 2 (the venv's rclpy) and the tf2_msgs interface (``make venv``).
@@ -114,13 +114,16 @@ def _publish_tf(seconds: float, domain: int) -> None:
     node = rclpy.create_node("bench_tf_publisher")
     publisher = node.create_publisher(TFMessage, "/tf", 100)
     start = time.time()
-    while time.time() - start < seconds:
+    while time.time() - start < seconds and rclpy.ok():
         now = node.get_clock().now().to_msg()
         link = TransformStamped()
         link.header.stamp, link.header.frame_id, link.child_frame_id = now, "odom", "base_link"
         link.transform.translation.x = time.time() - start
         link.transform.rotation.w = 1.0
-        publisher.publish(TFMessage(transforms=[link]))
+        try:
+            publisher.publish(TFMessage(transforms=[link]))
+        except Exception:  # terminated: rclpy's signal handler shut the context down
+            return
         time.sleep(1.0 / TF_HZ)
     node.destroy_node()
     rclpy.shutdown()

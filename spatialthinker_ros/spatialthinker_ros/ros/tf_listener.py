@@ -7,6 +7,13 @@ tf2_ros is not needed: the maths is the core buffer's (scipy), and the wire is t
 static broadcaster publishes it), so any tf2 publisher of a robot feeds it and the tests run the
 very path a robot runs.
 
+TF is polled, as the camera inputs are (``node_inputs``): a robot's ``/tf`` brings 50-500 messages
+a second, and an executor callback per message costs a Python wake-up and a wait-set rebuild
+(5 % of a core at 50 Hz, measured). The subscriptions sit in a callback group the executor never
+runs; their messages wait in the KEEP_LAST history and are taken into the buffer when a request
+looks a transform up, while requests wait for one, and on a slow timer that keeps the history
+from overflowing.
+
 A request looks its transforms up at the image's stamp, not the latest: a robot moving at 1 m/s
 whose camera stamps frames 100 ms before they arrive would otherwise put every object 10 cm
 off. When TF has not caught up with the stamp yet, the request waits for it up to
@@ -36,18 +43,28 @@ from spatialthinker_ros.answering.robot_frames import (
     look_up,
 )
 from spatialthinker_ros.core.transforms import TransformBuffer
+from spatialthinker_ros.ros.node_inputs import PolledCallbackGroup
+
+
+def _never_called(_message: TFMessage) -> None:
+    """Callback of the polled TF subscriptions (the executor never runs them)."""
+
 
 # How long the buffer keeps a dynamic transform's history (tf2's default): a request looks up its
 # image's stamp before inference, so seconds are plenty.
 TF_CACHE_S = 10.0
-# How often waiting requests are looked at while some wait (their deadlines).
+# How often waiting requests are looked at while some wait (new TF, their deadlines).
 TF_WAIT_POLL_S = 0.02
+# How often /tf is taken into the buffer while nobody asks: the history (TF_HISTORY messages)
+# must not overflow in between, at a robot's few hundred TF messages a second.
+TF_DRAIN_PERIOD_S = 0.5
+TF_HISTORY = 1000
 # Failed lookups remembered for /diagnostics' "in the last minute" figure.
 FAILURE_WINDOW_S = 60.0
-# tf2's own listener QoS: reliable, 100 deep; /tf_static transient local.
+# tf2's own listener QoS (reliable; /tf_static transient local), /tf deeper: it is polled.
 TF_QOS = QoSProfile(
     history=QoSHistoryPolicy.KEEP_LAST,
-    depth=100,
+    depth=TF_HISTORY,
     reliability=QoSReliabilityPolicy.RELIABLE,
     durability=QoSDurabilityPolicy.VOLATILE,
 )
@@ -86,7 +103,8 @@ class TfListener:
         self._node = node
         self._now = now
         self.buffer = TransformBuffer(TF_CACHE_S)
-        self._group = MutuallyExclusiveCallbackGroup()
+        self._group = PolledCallbackGroup()
+        self._drain_lock = threading.Lock()
         self._subscriptions: list = []
         self._waits: list[_TransformWait] = []
         self._lock = threading.Lock()
@@ -98,6 +116,10 @@ class TfListener:
             TF_WAIT_POLL_S, self._poll_waits, callback_group=MutuallyExclusiveCallbackGroup()
         )
         self._wait_timer.cancel()  # runs only while requests wait for TF
+        self._drain_timer = node.create_timer(
+            TF_DRAIN_PERIOD_S, self.drain, callback_group=MutuallyExclusiveCallbackGroup()
+        )
+        self._drain_timer.cancel()  # runs only while subscribed
 
     # ------------------------------------------------------------ subscriptions
 
@@ -105,32 +127,44 @@ class TfListener:
         """Subscribe to /tf and /tf_static (idempotent)."""
         if self._subscriptions:
             return
-        self._subscriptions = [
-            self._node.create_subscription(
-                TFMessage, "/tf", self._on_tf, TF_QOS, callback_group=self._group
-            ),
-            self._node.create_subscription(
-                TFMessage,
-                "/tf_static",
-                self._on_tf_static,
-                TF_STATIC_QOS,
-                callback_group=self._group,
-            ),
-        ]
+        with self._drain_lock:
+            self._subscriptions = [
+                (
+                    self._node.create_subscription(
+                        TFMessage, topic, _never_called, profile, callback_group=self._group
+                    ),
+                    static,
+                )
+                for topic, profile, static in (
+                    ("/tf", TF_QOS, False),
+                    ("/tf_static", TF_STATIC_QOS, True),
+                )
+            ]
+        self._drain_timer.reset()
 
     def unsubscribe(self) -> None:
         """Drop the subscriptions and what the buffer holds; end every wait."""
-        for subscription in self._subscriptions:
-            self._node.destroy_subscription(subscription)
-        self._subscriptions = []
+        self._drain_timer.cancel()
+        with self._drain_lock:
+            for subscription, _static in self._subscriptions:
+                self._node.destroy_subscription(subscription)
+            self._subscriptions = []
         self.buffer.clear()
         self._end_waits(everything=True)
 
-    def _on_tf(self, message: TFMessage) -> None:
-        self._keep(message, static=False)
-
-    def _on_tf_static(self, message: TFMessage) -> None:
-        self._keep(message, static=True)
+    def drain(self) -> None:
+        """Take every TF message waiting in the subscriptions into the buffer (any thread)."""
+        with self._drain_lock:
+            for subscription, static in self._subscriptions:
+                while True:
+                    try:
+                        with subscription.handle:
+                            taken = subscription.handle.take_message(TFMessage, False)
+                    except Exception:  # destroyed while deactivating
+                        break
+                    if taken is None or taken[0] is None:
+                        break
+                    self._keep(taken[0], static)
 
     def _keep(self, message: TFMessage, static: bool) -> None:
         for error in keep_tf_message(self.buffer, message, static):
@@ -139,7 +173,6 @@ class TfListener:
             self._node.get_logger().warning(
                 f"TF transform ignored: {error}", throttle_duration_sec=10.0
             )
-        self._end_waits(everything=False)
 
     # ------------------------------------------------------------ a request's transforms
 
@@ -159,6 +192,7 @@ class TfListener:
         request = FrameRequest.of(camera_frame, target_frame, gravity_frame)
         if not request.lookups:
             return FrameTransforms()
+        self.drain()
         if (
             camera_frame
             and timeout > 0
@@ -193,6 +227,7 @@ class TfListener:
             if not self._waits:
                 self._wait_timer.cancel()
                 return
+        self.drain()
         self._end_waits(everything=False)
 
     def _end_waits(self, everything: bool) -> None:
@@ -220,6 +255,7 @@ class TfListener:
 
     def diagnostics(self) -> list[KeyValue]:
         """The TF figures of the inputs' status."""
+        self.drain()  # the latest transform's age as of now
         with self._lock:
             recent = sum(1 for at in self._failures if time.time() - at <= FAILURE_WINDOW_S)
             total, last = self.failed_total, self.last_failure

@@ -271,12 +271,12 @@ def test_the_parameter_target_frame_puts_every_output_in_base_link(node, rig, ca
 def test_a_request_target_frame_overrides_it_and_is_looked_up_at_the_image_stamp(
     node, rig, robot, camera_frame, tf_watch
 ) -> None:
-    # The robot has moved on since the camera's exposure: at least the 100 ms of the stamp's
-    # age, at 1 m/s. What a node looking up the latest transform would have used:
+    answer = _ask(rig, ODOM)  # overrides the node's base_link
+    # The robot had moved on before the frame even arrived: the 100 ms of the stamp's age, at
+    # 1 m/s. What a node looking up the latest transform would have used (by the answer's time):
     with tf_watch.lock:
         assert tf_watch.newest is not None
         newest_stamp, newest_x = tf_watch.newest
-    answer = _ask(rig, ODOM)  # overrides the node's base_link
     graph = answer.scene_graph
     stamp = _seconds(graph.header.stamp)
     truth_x = odom_x(stamp, robot.origin, SPEED)
