@@ -15,26 +15,39 @@ transform at the answer's stamp. Using the newest transform instead puts them ab
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from camera_process import FRAME_ID as OPTICAL
-from node_harness import SCRIPTED_OBJECTS, Rig, openai_params, running_node
+from node_harness import DEMO_SCENE, SCRIPTED_OBJECTS, Rig, openai_params, running_node
+from recorded_camera import (
+    IMAGE_T,
+    INFO_T,
+    TF_T,
+    TYPESTORE,
+    camera_info_message,
+    image_message,
+    tf_message,
+)
 from robot_tf_process import (
     BASE,
     BASE_TO_CAMERA_ROTATION,
     BASE_TO_CAMERA_XYZ,
+    CAMERA_LINK,
     CAMERA_TO_OPTICAL_ROTATION,
     DYNAMIC_QOS,
     ODOM,
     odom_x,
 )
+from rosbags.rosbag2 import Writer
 from scipy.spatial.transform import Rotation
 from script_process import ScriptProcess
 from tf2_msgs.msg import TFMessage
@@ -42,6 +55,7 @@ from visualization_msgs.msg import Marker
 
 from spatialthinker_msgs.action import Query as QueryAction
 from spatialthinker_msgs.srv import Query
+from spatialthinker_ros.cli import main as cli
 
 PREFIX = "/tf_cam"
 REMAPS = {
@@ -331,3 +345,68 @@ def test_a_missing_frame_answers_in_the_camera_frame_with_a_warning(
     assert failed > failed_before
     age = float(values["tf latest transform age (s)"])
     assert 0.0 <= age < 10.0, values
+
+
+def _robot_bag(path: Path, stamp: float, origin: float) -> Path:
+    """What ``ros2 bag record`` would have kept of this robot around ``stamp``: the camera's
+    frame (the demo scene, as the camera process publishes it), /tf_static and 50 Hz /tf."""
+    scene = DEMO_SCENE
+    static = [
+        (BASE, CAMERA_LINK, BASE_TO_CAMERA_XYZ, tuple(BASE_TO_CAMERA_ROTATION.as_quat())),
+        (CAMERA_LINK, OPTICAL, (0.0, 0.0, 0.0), tuple(CAMERA_TO_OPTICAL_ROTATION.as_quat())),
+    ]
+    with Writer(path, version=9) as writer:
+        topics = {
+            "/cam/image": IMAGE_T,
+            "/cam/depth": IMAGE_T,
+            "/cam/camera_info": INFO_T,
+            "/tf_static": TF_T,
+            "/tf": TF_T,
+        }
+        conns = {t: writer.add_connection(t, m, typestore=TYPESTORE) for t, m in topics.items()}
+
+        def write(topic: str, t: float, message: object) -> None:
+            raw = TYPESTORE.serialize_cdr(message, conns[topic].msgtype)
+            writer.write(conns[topic], int(t * 1e9), raw)
+
+        write("/tf_static", stamp - 1.0, tf_message(stamp - 1.0, static))
+        for k in range(-10, 11):
+            t = stamp + 0.02 * k
+            write(
+                "/tf",
+                t,
+                tf_message(t, [(ODOM, BASE, (odom_x(t, origin, SPEED), 0, 0), (0, 0, 0, 1))]),
+            )
+        write("/cam/camera_info", stamp, camera_info_message(stamp, scene, OPTICAL))
+        write("/cam/image", stamp, image_message(stamp, scene.rgb, "rgb8", frame_id=OPTICAL))
+        write("/cam/depth", stamp, image_message(stamp, scene.depth_mm, "16UC1", frame_id=OPTICAL))
+    return path
+
+
+def test_replay_of_the_robots_bag_gives_the_nodes_3d(
+    node, rig, robot, server, camera_frame, tmp_path: Path
+) -> None:
+    # The node's answer in odom, and replay of what a recording of that moment holds: the same
+    # frame and the same TF, looked up through the same functions, give the same 3D.
+    answer = _ask(rig, ODOM)
+    graph = answer.scene_graph
+    stamp = _seconds(graph.header.stamp)
+    bag = _robot_bag(tmp_path / "bag", stamp, robot.origin)
+    argv = ["replay", str(bag), "-q", QUESTION, "--options", ",".join(OPTIONS), "--quiet"]
+    argv += ["--target-frame", ODOM, "--gravity-frame", BASE, "--no-annotate"]
+    argv += ["--backend", "openai", "--openai-base-url", server.base_url, "--model", "tf"]
+    assert cli.main([*argv, "--output", str(tmp_path / "out")]) == 0
+    (record,) = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").open()]
+    assert record["frame_id"] == graph.header.frame_id == ODOM
+    assert record["stamp"] == pytest.approx(stamp, abs=1e-6)
+    replayed = {o["id"]: o for o in record["objects"]}
+    assert set(replayed) == {o.id for o in graph.objects}
+    for seen in graph.objects:
+        other = replayed[seen.id]
+        assert other["has_3d"] and seen.has_3d, (other, seen.no_3d_reason)
+        for name in ("center", "surface"):
+            # The JSON keeps 4 decimals (0.1 mm).
+            np.testing.assert_allclose(other[name], _xyz(getattr(seen, name)), atol=2e-4)
+        q = seen.orientation
+        np.testing.assert_allclose(other["orientation"], [q.x, q.y, q.z, q.w], atol=2e-4)
+    assert record["up_source"] == graph.up_source == f"tf:{BASE}"
