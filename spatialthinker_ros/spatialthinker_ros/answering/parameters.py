@@ -399,6 +399,19 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         minimum=0.0,
         maximum=10.0,
     ),
+    # Standard detections (vision_msgs)
+    ParamSpec(
+        "detections.publish_3d",
+        True,
+        "Publish ~/detections_3d (vision_msgs/Detection3DArray: objects with 3D, in the scene"
+        " graph's frame) for every answer and streamed scene graph, while subscribed.",
+    ),
+    ParamSpec(
+        "detections.publish_2d",
+        True,
+        "Publish ~/detections_2d (vision_msgs/Detection2DArray: every object's pixel box, in the"
+        " image's frame) for every answer and streamed scene graph, while subscribed.",
+    ),
     # Confidence
     ParamSpec(
         "confidence_temperature",

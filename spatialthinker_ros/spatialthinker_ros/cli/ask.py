@@ -32,7 +32,12 @@ from spatialthinker_ros.cli.files import (
     write_annotated,
     write_json,
 )
-from spatialthinker_ros.cli.offline_pipeline import frames_for, render, start_pipeline
+from spatialthinker_ros.cli.offline_pipeline import (
+    frames_for,
+    render,
+    render_detections,
+    start_pipeline,
+)
 
 if TYPE_CHECKING:
     from spatialthinker_ros.answering.pipeline import Frames
@@ -77,6 +82,12 @@ def add_ask_command(subparsers: argparse._SubParsersAction) -> None:
         "--frame-id", default="camera_optical_frame", help="the camera's frame name"
     )
     parser.add_argument("--no-annotate", action="store_true", help="do not write the PNG")
+    parser.add_argument(
+        "--detections",
+        action="store_true",
+        help="also write <image>.detections.json: the node's ~/detections_3d and ~/detections_2d"
+        " (vision_msgs fields)",
+    )
     parser.add_argument("--compact", action="store_true", help="print one line of JSON")
     add_engine_arguments(parser)
     parser.set_defaults(func=run_ask)
@@ -113,9 +124,14 @@ def run_ask(args: argparse.Namespace) -> int:
         raise CommandError(f"the model did not answer: {failed.reason}") from None
     finally:
         pipeline.shutdown("offline run finished")
-    data = render(answer, frame_id=args.frame_id if args.camera_pose is not None else "")
+    frame_id = args.frame_id if args.camera_pose is not None else ""
+    data = render(answer, frame_id=frame_id)
     data["image"] = str(args.image)
     write_json(args.output, f"{stem}.json", data)
+    if args.detections:
+        write_json(
+            args.output, f"{stem}.detections.json", render_detections(answer, (0, 0), frame_id)
+        )
     if not args.no_annotate:
         write_annotated(args.output, f"{stem}.annotated.png", rgb, data)
     indent = None if args.compact else 2

@@ -25,7 +25,14 @@ if TYPE_CHECKING:
     from spatialthinker_ros.answering.pipeline import AnswerHandle, SceneAnswer
     from spatialthinker_ros.core.camera import CameraIntrinsics
 
-__all__ = ["NO_DEADLINE_S", "answer_in_order", "frames_for", "render", "start_pipeline"]
+__all__ = [
+    "NO_DEADLINE_S",
+    "answer_in_order",
+    "frames_for",
+    "render",
+    "render_detections",
+    "start_pipeline",
+]
 
 #: Offline runs have no real-time deadline: a 7B model on a CPU may take minutes per answer, and
 #: replay/eval keep several requests queued, so a request never expires in the queue.
@@ -127,6 +134,37 @@ def frames_for(
     )
 
 
+def _header(stamp: tuple[int, int], frame_id: str) -> Any:
+    from builtin_interfaces.msg import Time
+    from std_msgs.msg import Header
+
+    return Header(stamp=Time(sec=int(stamp[0]), nanosec=int(stamp[1])), frame_id=frame_id)
+
+
+def render_detections(
+    answer: SceneAnswer, stamp: tuple[int, int] = (0, 0), frame_id: str = ""
+) -> dict:
+    """The answer's ``vision_msgs`` detections as the node publishes them (``~/detections_3d``,
+    ``~/detections_2d``), as JSON data with the messages' own field names.
+
+    Args:
+        answer: The answer.
+        stamp: As :func:`render`.
+        frame_id: As :func:`render`.
+    """
+    from spatialthinker_ros.ros.answer_json import message_to_json
+    from spatialthinker_ros.ros.detections import detections_2d, detections_3d
+    from spatialthinker_ros.ros.ros_conversions import answer_message
+
+    header = _header(stamp, frame_id)
+    graph = answer_message(header, answer).scene_graph
+    scores = answer.engine.object_scores
+    return {
+        "detections_3d": message_to_json(detections_3d(graph, scores)),
+        "detections_2d": message_to_json(detections_2d(graph, header, scores)),
+    }
+
+
 def render(answer: SceneAnswer, stamp: tuple[int, int] = (0, 0), frame_id: str = "") -> dict:
     """The answer's JSON data: its ``SpatialAnswer`` message rendered by the one renderer.
 
@@ -135,11 +173,7 @@ def render(answer: SceneAnswer, stamp: tuple[int, int] = (0, 0), frame_id: str =
         stamp: ``(sec, nanosec)`` of the colour frame (a bag's), or zero for a file.
         frame_id: The colour frame's ``frame_id`` ("" for a file).
     """
-    from builtin_interfaces.msg import Time
-    from std_msgs.msg import Header
-
     from spatialthinker_ros.ros.answer_json import answer_to_json
     from spatialthinker_ros.ros.ros_conversions import answer_message
 
-    header = Header(stamp=Time(sec=int(stamp[0]), nanosec=int(stamp[1])), frame_id=frame_id)
-    return answer_to_json(answer_message(header, answer), answer.engine)
+    return answer_to_json(answer_message(_header(stamp, frame_id), answer), answer.engine)

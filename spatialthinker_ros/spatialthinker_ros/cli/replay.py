@@ -48,6 +48,7 @@ from spatialthinker_ros.cli.offline_pipeline import (
     answer_in_order,
     frames_for,
     render,
+    render_detections,
     start_pipeline,
 )
 from spatialthinker_ros.core.frame_buffer import pair_frames
@@ -456,6 +457,12 @@ def add_replay_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--tf-static-topic", default="/tf_static", help="its static TF topic")
     parser.add_argument("--output", default="out/replay", help="output folder")
     parser.add_argument("--no-annotate", action="store_true", help="do not write PNGs")
+    parser.add_argument(
+        "--detections",
+        action="store_true",
+        help="also write detections.jsonl: per frame, the node's ~/detections_3d and"
+        " ~/detections_2d (vision_msgs fields)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     add_engine_arguments(parser)
     add_frame_arguments(parser)
@@ -520,9 +527,16 @@ def run_replay(args: argparse.Namespace) -> int:
             frames, args.question, args.options, request_id=f"frame-{frame.index}"
         )
 
+    detections_out = None
+    if args.detections:
+        detections_out = output_path(args.output, "detections.jsonl").open("w", encoding="utf-8")
+
     def finish(frame: BagFrame, handle: Any) -> None:
         nonlocal answered, failed
-        record = _answer_frame(frame, handle, args)
+        record, detections = _answer_frame(frame, handle, args)
+        if detections_out is not None and detections is not None:
+            detections_out.write(json_line(detections))
+            detections_out.flush()
         if "error" in record:
             failed += 1
             progress.step(f"frame {frame.index}: FAILED: {record['error']}")
@@ -532,8 +546,12 @@ def run_replay(args: argparse.Namespace) -> int:
         out.write(json_line(record))
         out.flush()
 
-    with results_path.open("w", encoding="utf-8") as out:
-        answer_in_order(pipeline, frames, submit, finish)
+    try:
+        with results_path.open("w", encoding="utf-8") as out:
+            answer_in_order(pipeline, frames, submit, finish)
+    finally:
+        if detections_out is not None:
+            detections_out.close()
     total = answered + failed
     print(
         f"replay: {total} frames, {answered} answered, {failed} failed; results in {results_path}",
@@ -555,18 +573,24 @@ def _frames(frame: BagFrame, no_depth: bool) -> Any:
     )
 
 
-def _answer_frame(frame: BagFrame, handle: Any, args: argparse.Namespace) -> dict[str, Any]:
+def _answer_frame(
+    frame: BagFrame, handle: Any, args: argparse.Namespace
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The frame's results line, and its detections line (None: failed, or not asked for)."""
     from spatialthinker_ros.core.engine import RequestFailed
 
     base: dict[str, Any] = {"frame": frame.index, "stamp": frame.stamp}
     if frame.error:
-        return {**base, "error": frame.error}
+        return {**base, "error": frame.error}, None
     try:
         answer = handle.result()
     except RequestFailed as failed:
-        return {**base, "error": f"the model did not answer: {failed.reason}"}
+        return {**base, "error": f"the model did not answer: {failed.reason}"}, None
     record = {**base, **render(answer, frame.header_stamp, frame.frame_id)}
     if not args.no_annotate:
         path = write_annotated(args.output, f"frame_{frame.index:06d}.png", frame.rgb, record)
         record["annotated"] = path.name
-    return record
+    detections = None
+    if args.detections:
+        detections = {**base, **render_detections(answer, frame.header_stamp, frame.frame_id)}
+    return record, detections

@@ -40,6 +40,7 @@ __all__ = [
     "answer_confidence",
     "confidence_summary",
     "low_confidence_warning",
+    "object_probabilities",
     "unavailable",
     "with_temperature",
 ]
@@ -185,6 +186,35 @@ def _read_confidence(
         answer_mean_logprob=measured[0],
         answer_tokens=measured[1],
     )
+
+
+def object_probabilities(
+    text: str, parsed: SpatialResult, scores: TokenScores | None
+) -> tuple[float, ...]:
+    """For each parsed object, the probability the model gave to writing its id where it wrote
+    it in the scene graph: the product of the probabilities of the tokens that hold the id's
+    characters (its first quoted occurrence after ``<scene>``, which is in the objects list).
+
+    A likelihood under the model of naming that object there, not a calibrated probability that
+    the object exists. NaN where it cannot be measured: no token scores, or the id not found as
+    written (the parser repaired it).
+
+    Args:
+        text: The output the scores were measured on (``EngineResult.raw_text``).
+        parsed: Its parsed form (the ids).
+        scores: What the backend measured (None: nothing).
+    """
+    objects = parsed.objects
+    if scores is None or scores.reason:
+        return (math.nan,) * len(objects)
+    scene = max(text.find("<scene>"), 0)
+    found = []
+    for obj in objects:
+        at = text.find(f'"{obj.id}"', scene) if obj.id else -1
+        tokens = scores.tokens_in(at + 1, at + 1 + len(obj.id)) if at >= 0 else []
+        logprob = sum(scores.logprobs[t] for t in tokens) if tokens else math.nan
+        found.append(math.exp(logprob) if math.isfinite(logprob) else math.nan)
+    return tuple(found)
 
 
 def with_temperature(confidence: AnswerConfidence, temperature: float) -> AnswerConfidence:

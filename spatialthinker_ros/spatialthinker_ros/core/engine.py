@@ -45,7 +45,11 @@ from spatialthinker_ros.core.backends.base import (
     Batch,
     GenerationSettings,
 )
-from spatialthinker_ros.core.confidence import AnswerConfidence, answer_confidence
+from spatialthinker_ros.core.confidence import (
+    AnswerConfidence,
+    answer_confidence,
+    object_probabilities,
+)
 from spatialthinker_ros.core.parsing import SpatialResult, parse_output
 from spatialthinker_ros.core.prompt import build_prompt
 
@@ -109,6 +113,15 @@ class EngineConfig:
     running_grace_s: float = 2.0
 
 
+def _object_scores(text: str, parsed: Any, scores: Any) -> tuple[float, ...]:
+    """``confidence.object_probabilities``, NaN for every object if it fails: an answer is never
+    lost to its scores."""
+    try:
+        return object_probabilities(text, parsed, scores)
+    except Exception:
+        return (float("nan"),) * len(parsed.objects)
+
+
 @dataclass(frozen=True)
 class EngineResult:
     """A parsed answer with boxes in source-image pixels.
@@ -127,6 +140,9 @@ class EngineResult:
         model_name: Model that answered.
         confidence: The answer's option probabilities from the model's own tokens, untempered
             (``core.confidence``; None: not read).
+        object_scores: Per parsed object, the probability the model gave to writing its id in
+            the scene graph (``confidence.object_probabilities``; NaN: not measured; empty:
+            not read).
     """
 
     request_id: int
@@ -141,6 +157,7 @@ class EngineResult:
     output_tokens: int
     model_name: str
     confidence: AnswerConfidence | None = None
+    object_scores: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -913,6 +930,7 @@ class InferenceEngine:
                     output_tokens=output.output_tokens,
                     model_name=self.backend.model_name,
                     confidence=answer_confidence(parsed, request.options, output.token_scores),
+                    object_scores=_object_scores(output.text, parsed, output.token_scores),
                 )
             except Exception as exc:
                 outcome = RequestFailed(

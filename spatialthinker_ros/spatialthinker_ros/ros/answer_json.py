@@ -18,7 +18,7 @@ from spatialthinker_msgs.msg import SpatialAnswer
 from spatialthinker_ros.core.engine import EngineResult
 from spatialthinker_ros.core.relation_check import verdict_name
 
-__all__ = ["answer_to_json"]
+__all__ = ["answer_to_json", "message_to_json"]
 
 
 def _number(value: float, digits: int = 4) -> float | None:
@@ -127,3 +127,23 @@ def answer_to_json(answer: SpatialAnswer, result: EngineResult | None = None) ->
         data["prompt_tokens"] = result.prompt_tokens
         data["output_tokens"] = result.output_tokens
     return data
+
+
+def message_to_json(message: Any) -> Any:
+    """Any ROS message as plain JSON data, field for field by the message's own field names (as
+    ``ros2 topic echo --json`` would), numbers unrounded except that a non-finite float is null.
+    Used for the ``vision_msgs`` detections the tools write."""
+    if hasattr(message, "get_fields_and_field_types"):
+        return {
+            name: message_to_json(getattr(message, name))
+            for name in message.get_fields_and_field_types()
+        }
+    if isinstance(message, str | bytes | bool | int):
+        return message
+    if isinstance(message, float):
+        return message if math.isfinite(message) else None
+    if hasattr(message, "tolist"):  # numpy arrays of fixed-size fields (covariances)
+        return [message_to_json(v) for v in message.tolist()]
+    if isinstance(message, list | tuple):
+        return [message_to_json(v) for v in message]
+    return message

@@ -115,7 +115,7 @@ class SpatialThinkerNode(LifecycleNode):
         self.create_subscription(
             String, "~/question", self._on_question, 10, callback_group=self._input_group
         )
-        self._outputs = NodeOutputs(self)
+        self._outputs = NodeOutputs(self, lambda name: bool(self._param(name)))
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         period = self._param("diagnostics_period")
         if validate_all({"diagnostics_period": period}):
@@ -444,7 +444,13 @@ class SpatialThinkerNode(LifecycleNode):
             if pending.source == "continuous":
                 self._input_errors.pop("continuous", None)
             if self._active:
-                self._outputs.answer(message, pending.rgb, pending.question, pending.header)
+                self._outputs.answer(
+                    message,
+                    pending.rgb,
+                    pending.question,
+                    pending.header,
+                    answer.engine.object_scores,
+                )
         finally:
             pending.release()
 
@@ -461,7 +467,7 @@ class SpatialThinkerNode(LifecycleNode):
         """The engine's text thread: the scene graph goes out at </scene>, before the answer."""
         graph = scene_graph_message(pending.header, progress.scene) if progress.scene_new else None
         if graph is not None and self._active:
-            self._outputs.scene_graph(graph)
+            self._outputs.scene_graph(graph, pending.header)
         self._calls.progress(pending, progress, graph)
 
     async def _on_question(self, msg: String) -> None:

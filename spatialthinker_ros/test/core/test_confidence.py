@@ -3,6 +3,7 @@ option probabilities and their temperature; and how the message and the JSON car
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -13,6 +14,7 @@ from spatialthinker_ros.core.confidence import (
     answer_confidence,
     confidence_summary,
     low_confidence_warning,
+    object_probabilities,
     with_temperature,
 )
 from spatialthinker_ros.core.parsing import parse_output
@@ -262,3 +264,32 @@ def test_the_debug_image_shows_the_confidence_line() -> None:
     # One banner line more: the banner reaches higher up the image.
     banner_top = [int(np.argmax((image != 128).any(axis=(1, 2)))) for image in (plain, shown)]
     assert banner_top[1] < banner_top[0]
+
+
+def test_an_objects_score_is_the_probability_of_writing_its_id_in_the_scene_graph() -> None:
+    # "cup.1" is named in <observe> first: its score is read where the scene graph writes it.
+    text = (
+        '<observe> cup.1 </observe>\n<scene>\n{"objects": [{"id": "cup.1", "bbox": [1, 2, 3, 4]},'
+        ' {"id": "mug.2", "bbox": [5, 6, 7, 8]}], "relationships": []}\n</scene>\n'
+        "<think> x </think>\n<answer> cup </answer>"
+    )
+    scene = text.index("<scene>")
+    cup = text.index('"cup.1"', scene) + 1
+    mug = text.index('"mug.2"', scene) + 1
+    # Tokens cut so that "cup.1" is spread over three ("cu", "p.", "1\"") and "mug.2" over one.
+    cuts = sorted({0, cup, cup + 2, cup + 4, cup + 6, mug - 1, mug, mug + 5, len(text)})
+    pieces = [text[a:b].encode() for a, b in itertools.pairwise(cuts)]
+    scores = _scores(pieces, text, {})  # token k has log-probability -0.1 (k + 1)
+    parsed = parse_output(text)
+    assert [o.id for o in parsed.objects] == ["cup.1", "mug.2"]
+    first = cuts.index(cup)
+    expected_cup = math.exp(-0.1 * ((first + 1) + (first + 2) + (first + 3)))
+    second = cuts.index(mug)
+    expected_mug = math.exp(-0.1 * (second + 1))
+    cup_score, mug_score = object_probabilities(text, parsed, scores)
+    assert cup_score == pytest.approx(expected_cup)
+    assert mug_score == pytest.approx(expected_mug)
+    # Not measured: NaN, never a stand-in number.
+    unmeasured = object_probabilities(text, parsed, TokenScores.unavailable("no logprobs"))
+    assert all(math.isnan(v) for v in unmeasured)
+    assert all(math.isnan(v) for v in object_probabilities(text, parsed, None))
