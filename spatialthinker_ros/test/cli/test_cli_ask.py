@@ -292,3 +292,35 @@ def test_ask_with_a_camera_pose_reports_3d_in_the_pose_frame(
     code, out, err = _run(capsys, [*bad, "--output", str(tmp_path / "bad")])
     assert code != 0 and out == ""
     assert "--camera-pose:" in _error_line(err) and "quaternion" in _error_line(err)
+
+
+def test_ask_writes_the_nodes_detections(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    # --detections: ~/detections_3d and ~/detections_2d as the node would publish them, as JSON
+    # with the vision_msgs field names, for offline pipelines.
+    sample = load_sample()
+    with ScriptedOpenAIServer(default_reply=scripted_reply(demo_scene())) as server:
+        argv = ["ask", str(IMAGE), "-q", sample.question, "--options", ",".join(sample.options)]
+        argv += ["--depth", str(DEPTH), "--camera-info", str(INFO), "--no-annotate"]
+        argv += ["--output", str(tmp_path), "--compact", "--detections"]
+        argv += ["--backend", "openai", "--openai-base-url", server.base_url]
+        code, out, err = _run(capsys, argv)
+    assert code == 0, err
+    answer = json.loads(out)
+    written = json.loads((tmp_path / "color_000.detections.json").read_text())
+    objects = {o["id"]: o for o in answer["objects"]}
+    detections = {d["id"]: d for d in written["detections_3d"]["detections"]}
+    assert set(detections) == {i for i, o in objects.items() if o["has_3d"]} == set(objects)
+    for object_id, detection in detections.items():
+        (result,) = detection["results"]
+        assert result["hypothesis"]["class_id"] == objects[object_id]["label"]
+        assert result["hypothesis"]["score"] is None  # no log-probabilities: not measured
+        centre = detection["bbox"]["center"]["position"]
+        np.testing.assert_allclose(
+            [centre["x"], centre["y"], centre["z"]], objects[object_id]["center"], atol=1e-3
+        )
+    boxes = {d["id"]: d["bbox"] for d in written["detections_2d"]["detections"]}
+    assert set(boxes) == set(objects)
+    for object_id, box in boxes.items():
+        x1, y1, x2, y2 = objects[object_id]["bbox"]
+        assert box["size_x"] == pytest.approx(x2 - x1, abs=0.01)
+        assert box["center"]["position"]["y"] == pytest.approx((y1 + y2) / 2, abs=0.01)

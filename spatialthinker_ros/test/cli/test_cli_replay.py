@@ -334,3 +334,26 @@ def test_replay_target_frame_needs_tf_in_the_bag(
     code, _, err = _run(capsys, [*argv, "--output", str(tmp_path / "out")])
     assert code == 2
     assert "the bag has no /tf or /tf_static" in err
+
+
+def test_replay_writes_the_nodes_detections_per_frame(
+    capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    bag = write_bag(tmp_path / "bag", frames=3)
+    with ScriptedOpenAIServer(default_reply=scripted_reply(demo_scene())) as server:
+        argv = ["replay", str(bag), "-q", "Is the red box in front?", "--detections"]
+        argv += ["--output", str(tmp_path / "out"), "--backend", "openai", "--no-annotate"]
+        code, _, err = _run(capsys, [*argv, "--openai-base-url", server.base_url])
+    assert code == 0, err
+    records = _records(tmp_path / "out")
+    lines = (tmp_path / "out" / "detections.jsonl").read_text().splitlines()
+    assert len(lines) == len(records) == 3
+    for record, line in zip(records, lines, strict=True):
+        detections = json.loads(line)
+        assert detections["frame"] == record["frame"]
+        array = detections["detections_3d"]
+        assert array["header"]["frame_id"] == "cam" == record["frame_id"]
+        stamp = array["header"]["stamp"]
+        assert stamp["sec"] + stamp["nanosec"] * 1e-9 == pytest.approx(record["stamp"])
+        ids = [d["id"] for d in array["detections"]]
+        assert ids == [o["id"] for o in record["objects"] if o["has_3d"]] and ids

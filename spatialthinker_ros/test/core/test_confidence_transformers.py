@@ -271,3 +271,45 @@ def test_a_letter_that_shares_its_token_with_the_parenthesis(tiny_model_dir: Pat
     fifth = answer_confidence(parse_output(output.text, options=five), five, output.token_scores)
     assert not fifth.measured and "E" in fifth.note and "one token" in fifth.note
     backend.unload()
+
+
+def test_a_detections_score_is_the_models_probability_of_writing_the_objects_id(whole) -> None:
+    # ~/detections_*'s score: the probability the model gave, at generation, to the tokens of
+    # the object's id where the scene graph writes it; checked against a teacher-forced pass.
+    from std_msgs.msg import Header
+
+    from spatialthinker_ros.ros.detections import detections_2d
+    from spatialthinker_ros.ros.ros_conversions import answer_message
+
+    pipeline, inputs = whole
+    # Short (the fixture's pipeline writes at most 64 tokens): no reasoning section.
+    text = (
+        '<observe>A mug.</observe><scene>{"objects":[{"id":"mug.1","bbox":[2,3,40,30]}]}'
+        "</scene><answer>(B) behind</answer>"
+    )
+    tokenizer = pipeline.backend.processor.tokenizer
+    forced = pipeline.backend.logits_processor
+    pipeline.backend.logits_processor = [ForcedText(tokenizer, text)]
+    try:
+        question = "Where is the mug? (scene)"
+        answer = pipeline.answer(_frames(8), question, OPTIONS, "scene")
+    finally:
+        pipeline.backend.logits_processor = forced
+    assert answer.engine.raw_text == text
+    logprobs, generated = _teacher_forced(pipeline.backend, *inputs.row(question), text)
+    ends = [len(tokenizer.decode(generated[: k + 1])) for k in range(len(generated))]
+    starts = [0, *ends[:-1]]
+    expected = []
+    for object_id in ("mug.1",):
+        at = text.index(f'"{object_id}"', text.index("<scene>")) + 1
+        tokens = [
+            k for k in range(len(generated)) if starts[k] < at + len(object_id) and ends[k] > at
+        ]
+        expected.append(float(np.exp(sum(logprobs[k, generated[k]].item() for k in tokens))))
+    np.testing.assert_allclose(answer.engine.object_scores, expected, rtol=1e-4)
+    assert min(expected) > 0.0 and max(expected) < 1.0  # peaked, not certain: a real reading
+    array = detections_2d(
+        answer_message(Header(), answer).scene_graph, Header(), answer.engine.object_scores
+    )
+    published = [d.results[0].hypothesis.score for d in array.detections]
+    np.testing.assert_allclose(published, expected, rtol=1e-4)
