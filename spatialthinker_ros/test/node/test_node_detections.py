@@ -123,6 +123,15 @@ def test_detections_carry_the_scene_graphs_objects(node, rig: Rig, received: Rec
         assert [q.x, q.y, q.z, q.w] == pytest.approx([0.0, 0.0, 0.0, 1.0])
         assert hypothesis.pose.pose == centre
 
+    # Every scene graph published for this answer (streamed at </scene>, then with the answer)
+    # has its detections.
+    graphs = rig.latest(rig.graphs, lambda g: g.header.stamp == graph.header.stamp)
+    assert graphs is not None
+    time.sleep(1.0)
+    with rig._lock:
+        published = sum(g.header.stamp == graph.header.stamp for g in rig.graphs)
+    assert received.count("3d", graph.header.stamp) == published >= 1
+
     flat = received.for_stamp("2d", graph.header.stamp)
     assert flat.header.frame_id == answer.header.frame_id
     assert sorted(d.id for d in flat.detections) == sorted(objects)
