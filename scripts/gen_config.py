@@ -14,7 +14,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "spatialthinker_ros"))
 
-from spatialthinker_ros.answering.parameters import PARAMETERS  # noqa: E402
+from spatialthinker_ros.answering.parameters import (  # noqa: E402
+    CAMERA_PARAMETERS,
+    PARAMETERS,
+)
 
 OUT = ROOT / "spatialthinker_ros" / "config" / "spatialthinker.yaml"
 PARAMETERS_DOC = ROOT / "docs" / "parameters.md"
@@ -39,6 +42,11 @@ def parameter_table() -> str:
         if spec.read_only:
             text += " *Applied on configure.*"
         rows.append(f"| `{spec.name}` | `{default}` | {text} |")
+    for spec in CAMERA_PARAMETERS:  # declared per name in `cameras`
+        text = spec.description.replace("|", "\\|")
+        if spec.choices:
+            text += f" Choices: {', '.join(f'`{c}`' for c in spec.choices if c)}."
+        rows.append(f"| `<camera>.{spec.name}` | `{yaml_value(spec.default)}` | {text} |")
     return "\n".join(rows)
 
 
@@ -59,7 +67,12 @@ def main() -> None:
     for spec in PARAMETERS:
         for comment in textwrap.wrap(spec.description, 92):
             lines.append(f"    # {comment}")
-        lines.append(f"    {spec.name}: {yaml_value(spec.default)}")
+        if spec.default == []:
+            # ROS 2's YAML parameter parser refuses an empty sequence (its type is unknown), and
+            # a launch with this file would fail: the node's own default applies instead.
+            lines.append(f"    # {spec.name}: [front, wrist]   (default: none, [])")
+        else:
+            lines.append(f"    {spec.name}: {yaml_value(spec.default)}")
     OUT.write_text("\n".join(lines) + "\n")
     print(f"wrote {OUT.relative_to(ROOT)}")
     update_parameters_doc()

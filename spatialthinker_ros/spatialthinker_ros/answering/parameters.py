@@ -8,6 +8,7 @@ README's parameter table (generated from it, tested). ROS-free.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -231,6 +232,16 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         maximum=MAX_TIMEOUT_S,
     ),
     # Inputs
+    ParamSpec(
+        "cameras",
+        [],
+        "Names of the cameras this node serves, e.g. ['front', 'wrist']: each has its inputs"
+        " under its name ('front/image', 'front/depth', 'front/camera_info', remappable), its"
+        " own frame pairing, diagnostics, markers and debug image, and may override"
+        " <name>.depth.scale, <name>.image_transport, <name>.depth_transport, <name>.sync_slop"
+        " and <name>.sync_wait; one model serves them all. [] = one camera on 'image', 'depth'"
+        " and 'camera_info'. Set at start-up (the params file); fixed for the node's life.",
+    ),
     ParamSpec(
         "image_transport",
         "raw",
@@ -476,6 +487,69 @@ PARAMETERS: tuple[ParamSpec, ...] = (
 
 PARAMETERS_BY_NAME: dict[str, ParamSpec] = {spec.name: spec for spec in PARAMETERS}
 
+# Most cameras one node serves (a robot carries two to four).
+MAX_CAMERAS = 16
+# A camera's name: a topic-name token (its inputs live under it) and a parameter prefix.
+_CAMERA_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+# What a per-camera override's value is when it inherits the node's parameter.
+INHERIT: dict[type, Any] = {float: -1.0, str: ""}
+
+#: What each camera of ``cameras`` may set for itself, as ``<camera>.<name>`` (read on
+#: configure); the default inherits the node's parameter of the same name.
+CAMERA_PARAMETERS: tuple[ParamSpec, ...] = tuple(
+    ParamSpec(
+        name,
+        INHERIT[type(PARAMETERS_BY_NAME[name].default)],
+        f"This camera's {name}; {'-1' if kind is float else chr(39) * 2} = the node's. Set"
+        " at start-up.",
+        choices=("", *PARAMETERS_BY_NAME[name].choices) if kind is str else (),
+    )
+    for name, kind in (
+        ("depth.scale", float),
+        ("image_transport", str),
+        ("depth_transport", str),
+        ("sync_slop", float),
+        ("sync_wait", float),
+    )
+)
+CAMERA_PARAMETERS_BY_NAME: dict[str, ParamSpec] = {spec.name: spec for spec in CAMERA_PARAMETERS}
+
+
+def check_cameras(names: Any) -> str | None:
+    """Why ``names`` is not a usable ``cameras`` value; None when it is."""
+    if not isinstance(names, list | tuple):
+        return f"cameras must be a list of names, got {names!r}"
+    if len(names) > MAX_CAMERAS:
+        return f"cameras lists {len(names)} cameras; at most {MAX_CAMERAS}"
+    for name in names:
+        if not isinstance(name, str) or not _CAMERA_NAME.fullmatch(name):
+            return (
+                f"camera name {name!r} is not a name (a letter, then letters, digits or '_':"
+                " it becomes a topic namespace and a parameter prefix)"
+            )
+    if len(set(names)) != len(names):
+        return f"cameras lists a name twice: {list(names)}"
+    return None
+
+
+def validate_camera_value(name: str, value: Any) -> str | None:
+    """Check a per-camera override (``name`` without the camera prefix): the inheriting value,
+    or one the node's parameter of that name accepts."""
+    spec = CAMERA_PARAMETERS_BY_NAME[name]
+    if value == spec.default:
+        return None
+    return validate(name, value)
+
+
+def camera_values(values: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The node's parameter ``values`` as one camera sees them: each of its ``overrides``
+    (by name without the prefix) that does not inherit replaces the node's value."""
+    merged = dict(values)
+    for name, value in overrides.items():
+        if value != CAMERA_PARAMETERS_BY_NAME[name].default:
+            merged[name] = value
+    return merged
+
 
 def validate(name: str, value: Any) -> str | None:
     """Check a value against its spec.
@@ -490,6 +564,8 @@ def validate(name: str, value: Any) -> str | None:
     spec = PARAMETERS_BY_NAME.get(name)
     if spec is None:
         return None
+    if name == "cameras":
+        return check_cameras(value)
     if spec.choices and value not in spec.choices:
         return f"{name} must be one of {', '.join(spec.choices)} (got {value!r})"
     if not isinstance(value, int | float) or isinstance(value, bool):

@@ -22,6 +22,7 @@ the backend's and the lifting's settings.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
@@ -668,6 +669,11 @@ class AnsweringPipeline:
     def shutdown(self, reason: str = "shut down") -> None:
         """Fail what is pending with ``reason`` and unload the model."""
         self.engine.shutdown(reason)
+
+    def together(self) -> contextlib.AbstractContextManager[None]:
+        """Requests submitted inside the block are answered in one backend call where the
+        batch allows (``InferenceEngine.together``): the cameras of one question."""
+        return self.engine.together()
 
     def stats(self) -> dict[str, Any]:
         """The engine's statistics plus the time to the scene graph (``scene_p50_s`` ...) and

@@ -140,6 +140,7 @@ class EngineResult:
         model_name: Model that answered.
         confidence: The answer's option probabilities from the model's own tokens, untempered
             (``core.confidence``; None: not read).
+        batch_size: Requests answered in the same backend call as this one (1: alone).
         object_scores: Per parsed object, the probability the model gave to writing its id in
             the scene graph (``confidence.object_probabilities``; NaN: not measured; empty:
             not read).
@@ -158,6 +159,7 @@ class EngineResult:
     model_name: str
     confidence: AnswerConfidence | None = None
     object_scores: tuple[float, ...] = ()
+    batch_size: int = 1
 
 
 @dataclass(frozen=True)
@@ -258,6 +260,7 @@ class _Request:
     """Internal per-request record; all mutable fields are guarded by the engine lock."""
 
     __slots__ = (
+        "batch_size",
         "cancel_event",
         "deadline",
         "frame",
@@ -285,6 +288,7 @@ class _Request:
         on_text: TextCallback | None = None,
     ) -> None:
         self.request_id = request_id
+        self.batch_size = 1
         self.on_text = on_text
         self.frame: Any = None  # the model frame, once the request runs
         self.image = image
@@ -409,6 +413,8 @@ class InferenceEngine:
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._queues: tuple[deque[_Request], deque[_Request]] = (deque(), deque())
+        # Open ``together`` blocks: while any is open, no worker takes a batch.
+        self._holds = 0
         self._running: dict[int, _Request] = {}
         self._deliveries: list[tuple[Future[EngineResult], EngineResult | RequestFailed]] = []
         self._ids = itertools.count(1)
@@ -613,6 +619,20 @@ class InferenceEngine:
                 self._cond.notify_all()
         return handle
 
+    @contextlib.contextmanager
+    def together(self) -> Iterator[None]:
+        """Requests submitted inside the block are answered together: no worker takes a batch
+        until it ends, so up to ``max_batch_size`` of them go into one backend call (the cameras
+        of one question). Keep the block short: it holds every worker."""
+        with self._locked():
+            self._holds += 1
+        try:
+            yield
+        finally:
+            with self._locked():
+                self._holds -= 1
+                self._cond.notify_all()
+
     @staticmethod
     def _validate(image: Any) -> str | None:
         if not isinstance(image, np.ndarray):
@@ -789,7 +809,7 @@ class InferenceEngine:
             with self._locked():
                 # Expiry is the reaper's job (and _take_batch_locked's); an idle worker only
                 # waits for work.
-                while not self._stopping and not self._queued_locked():
+                while not self._stopping and (not self._queued_locked() or self._holds):
                     self._cond.wait()
                 if self._stopping:
                     return
@@ -861,6 +881,8 @@ class InferenceEngine:
             prepared.append((request, model_image, prompt, frame))
         if not prepared:
             return
+        for request, *_ in prepared:
+            request.batch_size = len(prepared)
         # Text callbacks only where someone listens; the backend streams a row given one.
         on_text: list[Callable[[str], None] | None] | None = None
         if self.config.generation.stream and any(p[0].on_text for p in prepared):
@@ -931,6 +953,7 @@ class InferenceEngine:
                     model_name=self.backend.model_name,
                     confidence=answer_confidence(parsed, request.options, output.token_scores),
                     object_scores=_object_scores(output.text, parsed, output.token_scores),
+                    batch_size=request.batch_size,
                 )
             except Exception as exc:
                 outcome = RequestFailed(

@@ -117,6 +117,8 @@ def answer_to_json(answer: SpatialAnswer, result: EngineResult | None = None) ->
         "raw_output": answer.raw_output,
         "model": answer.model,
         "model_image_size": [answer.model_image_width, answer.model_image_height],
+        "camera": answer.camera,
+        "batch_size": int(answer.batch_size),
         "queue_wait_s": _number(answer.queue_wait_s, 3),
         "inference_s": _number(answer.inference_s, 3),
         "total_s": _number(answer.total_s, 3),

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Sequence
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray
@@ -26,7 +25,6 @@ from rclpy.parameter import Parameter
 from std_msgs.msg import String
 
 from spatialthinker_ros.answering.parameters import (
-    MAX_TIMEOUT_S,
     PARAMETERS,
     PARAMETERS_BY_NAME,
     describe,
@@ -38,10 +36,8 @@ from spatialthinker_ros.answering.pipeline import (
     AnsweringPipeline,
     Progress,
     RequestRejected,
-    check_question,
 )
 from spatialthinker_ros.core.engine import Priority, RequestFailed
-from spatialthinker_ros.core.model_frame import native_frame_warning
 from spatialthinker_ros.core.relation_check import ContradictionCounter
 from spatialthinker_ros.ros.node_calls import (
     PendingRequest,
@@ -49,15 +45,18 @@ from spatialthinker_ros.ros.node_calls import (
     RateLimit,
     unsendable,
 )
+from spatialthinker_ros.ros.node_cameras import Cameras
 from spatialthinker_ros.ros.node_continuous import ContinuousMode
-from spatialthinker_ros.ros.node_diagnostics import EngineSnapshot, engine_status, inputs_status
-from spatialthinker_ros.ros.node_inputs import CameraInputs, FrameSettings
+from spatialthinker_ros.ros.node_diagnostics import EngineSnapshot, engine_status
 from spatialthinker_ros.ros.node_outputs import NodeOutputs
+from spatialthinker_ros.ros.node_query_all import QueryAllInterfaces
+from spatialthinker_ros.ros.node_requests import RequestStarting
 from spatialthinker_ros.ros.node_runner import run
 from spatialthinker_ros.ros.ros_conversions import (
     answer_message,
     bounded,
     scene_graph_message,
+    tag_camera,
 )
 from spatialthinker_ros.ros.tf_listener import TfListener
 
@@ -70,19 +69,24 @@ EXECUTOR_THREADS = 6
 BACKEND_EXTRAS: dict[str, dict[str, Any]] = {"openai": {"check_on_load": False}}
 
 
-class SpatialThinkerNode(LifecycleNode):
+class SpatialThinkerNode(RequestStarting, LifecycleNode):
     """Answers spatial questions about the camera image with SpatialThinker."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
         for spec in PARAMETERS:
             description = ParameterDescriptor(description=describe(spec.name))
+            if isinstance(spec.default, list):
+                # An empty list has no type for rclpy: typed by what the params file gives,
+                # checked by validate_all. Fixed for the node's life (its topics depend on it).
+                description.dynamic_typing = True
+                description.read_only = True
             self.declare_parameter(spec.name, spec.default, description)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.add_post_set_parameters_callback(self._after_set_parameters)
 
         self._input_errors: dict[str, str] = {}
-        self._inputs = CameraInputs(self, self._input_errors)
+        self._cameras = Cameras(self, self._input_errors)
         self._tf = TfListener(self, self._now)
         self._ids = itertools.count(1)
         self._pipeline: AnsweringPipeline | None = None
@@ -103,7 +107,7 @@ class SpatialThinkerNode(LifecycleNode):
         self._diagnostics_group = MutuallyExclusiveCallbackGroup()
         self._request_group = ReentrantCallbackGroup()
         self._continuous = ContinuousMode(
-            self, self._timer_group, self._start_request, self._input_errors
+            self, self._timer_group, self._start_request, self._input_errors, self._cameras.names
         )
         self._question_limit = RateLimit()
         self._questions_dropped = 0
@@ -112,10 +116,13 @@ class SpatialThinkerNode(LifecycleNode):
         self._calls = QueryInterfaces(
             self, self._request_group, self._start_request, self._wake_executor
         )
+        self._query_all = QueryAllInterfaces(
+            self, self._request_group, self._start_all, self._wake_executor, self._calls
+        )
         self.create_subscription(
             String, "~/question", self._on_question, 10, callback_group=self._input_group
         )
-        self._outputs = NodeOutputs(self, lambda name: bool(self._param(name)))
+        self._outputs = NodeOutputs(self, lambda name: bool(self._param(name)), self._cameras.names)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         period = self._param("diagnostics_period")
         if validate_all({"diagnostics_period": period}):
@@ -170,7 +177,7 @@ class SpatialThinkerNode(LifecycleNode):
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         values = self._parameter_values()
-        reason = validate_all(values)
+        reason = validate_all(values) or self._cameras.problem()
         if reason:
             self._backend_state = f"configure failed: {reason}"
             self.get_logger().error(f"cannot configure: {reason}")
@@ -215,7 +222,7 @@ class SpatialThinkerNode(LifecycleNode):
         """Stop answering: no continuous timer, no input subscriptions, no old frames."""
         self._active = False
         self._continuous.stop()
-        self._inputs.stop()
+        self._cameras.stop()
         self._tf.unsubscribe()
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -284,121 +291,9 @@ class SpatialThinkerNode(LifecycleNode):
     # ------------------------------------------------------------------- inputs
 
     def _subscribe_inputs(self) -> None:
-        names = ("qos_reliability", "qos_depth", "image_transport", "depth_transport", "use_depth")
-        self._inputs.subscribe(*(self._param(name) for name in names))  # typed by declaration
+        self._cameras.subscribe(self._parameter_values())
 
     # ----------------------------------------------------------------- requests
-
-    async def _start_request(
-        self,
-        question: str,
-        options: Sequence[str],
-        max_frame_age: float,
-        timeout: float,
-        priority: Priority,
-        source: str,
-        target_frame: str = "",
-    ) -> PendingRequest:
-        """Validate, pair and convert the frames, look up their transforms, and queue the
-        request.
-
-        A coroutine: when the newest colour frame's depth is due (see
-        :meth:`~spatialthinker_ros.core.frame_buffer.FrameBuffer.plan_wait`), it awaits that
-        depth up to ``sync_wait``, and TF at the colour frame's stamp up to ``tf_timeout``
-        (:meth:`~spatialthinker_ros.ros.tf_listener.TfListener.transforms`), without holding an
-        executor thread. ``target_frame`` ("" = the parameter) is where the 3D is reported.
-
-        Raises:
-            RequestRejected: With the reason users see.
-        """
-        self._active_pipeline()
-        question, options = check_question(
-            question, options, int(self._param("max_question_chars"))
-        )
-        # 0 (and NaN) mean "the node's default"; a deadline is capped so that a huge or
-        # infinite one (a planner's bug) cannot overflow a wait.
-        if not max_frame_age > 0:
-            max_frame_age = float(self._param("max_frame_age"))
-        if not timeout > 0:
-            timeout = float(self._param("request_timeout"))
-        timeout = min(timeout, MAX_TIMEOUT_S)
-        try:
-            taken = await self._inputs.take(self._now(), self._frame_settings(max_frame_age))
-        except RequestRejected:
-            self._active_pipeline()  # deactivated while it waited: say that instead
-            raise
-        placed = await self._tf.transforms(
-            taken.header.frame_id,
-            taken.header.stamp.sec + taken.header.stamp.nanosec * 1e-9,
-            target_frame or str(self._param("target_frame")),
-            str(self._param("gravity_frame")) if self._param("relations.up") == "tf" else "",
-            float(self._param("tf_timeout")),
-        )
-        frames = placed.applied_to(taken.frames)
-        pipeline = self._active_pipeline()
-        rgb = taken.frames.rgb
-        self._check_model_frame(rgb.shape[1], rgb.shape[0])
-        pending = PendingRequest(
-            request_id=f"{source}-{next(self._ids)}",
-            question=question,
-            source=source,
-            header=taken.header,
-            rgb=rgb,
-            wake=self._wake_executor,
-        )
-        pending.handle = pipeline.submit(
-            frames,
-            question,
-            options,
-            pending.request_id,
-            priority=priority,
-            timeout=timeout,
-            on_done=lambda handle: self._on_answer(pending, handle, taken.depth_time),
-            on_progress=lambda progress: self._on_progress(pending, progress),
-        )
-        return pending
-
-    def _active_pipeline(self) -> AnsweringPipeline:
-        """The pipeline, or RequestRejected when the node is not active."""
-        pipeline = self._pipeline
-        if not self._active or pipeline is None:
-            raise RequestRejected(
-                f"node is not active (lifecycle state '{self._state_label()}'):"
-                " configure and activate it first"
-            )
-        return pipeline
-
-    def _now(self) -> float:
-        """The node's clock (the clock frame stamps are compared with), seconds."""
-        return self.get_clock().now().nanoseconds * 1e-9
-
-    def _frame_settings(self, max_frame_age: float) -> FrameSettings:
-        """The frame parameters of one request (its own max_frame_age)."""
-        return FrameSettings(
-            max_frame_age=max_frame_age,
-            sync_slop=float(self._param("sync_slop")),
-            sync_wait=float(self._param("sync_wait")),
-            future_stamp_tolerance=float(self._param("future_stamp_tolerance")),
-            use_depth=bool(self._param("use_depth")),
-            max_image_size=int(self._param("max_image_size")),
-            depth_scale=float(self._param("depth.scale")),
-            rectified=bool(self._param("camera.rectified")),
-            frame_id=str(self._param("frame_id")),
-        )
-
-    def _check_model_frame(self, width: int, height: int) -> None:
-        """Warn once when coordinate_policy 'native' states a size the model does not see."""
-        if self._frame_warning is not None or self._param("coordinate_policy") != "native":
-            return
-        try:
-            warning = native_frame_warning(
-                width, height, int(self._param("min_pixels")), int(self._param("max_pixels"))
-            )
-        except ValueError:
-            return  # an image the processor refuses: the engine fails the request with why
-        if warning:
-            self._frame_warning = warning
-            self.get_logger().warning(warning)
 
     def _on_answer(
         self,
@@ -422,6 +317,7 @@ class SpatialThinkerNode(LifecycleNode):
                 return
             try:
                 message = answer_message(pending.header, answer)
+                tag_camera(message, pending.camera)
                 if depth_time is not None:
                     message.depth_stamp.sec, message.depth_stamp.nanosec = depth_time
             except Exception as error:
@@ -435,10 +331,11 @@ class SpatialThinkerNode(LifecycleNode):
                 return
             self._last_backend_error = None
             self._contradictions.add(message.relations_contradicted)
+            errors = self._cameras.errors.get(pending.camera, self._input_errors)
             if answer.depth_warning:  # in /diagnostics too, until a plausible frame comes
-                self._input_errors["depth_units"] = answer.depth_warning
+                errors["depth_units"] = answer.depth_warning
             else:
-                self._input_errors.pop("depth_units", None)
+                errors.pop("depth_units", None)
             if not pending.resolve(answer=message):
                 return  # the caller already gave up; its failure stands
             if pending.source == "continuous":
@@ -450,6 +347,7 @@ class SpatialThinkerNode(LifecycleNode):
                     pending.question,
                     pending.header,
                     answer.engine.object_scores,
+                    pending.camera,
                 )
         finally:
             pending.release()
@@ -466,6 +364,8 @@ class SpatialThinkerNode(LifecycleNode):
     def _on_progress(self, pending: PendingRequest, progress: Progress) -> None:
         """The engine's text thread: the scene graph goes out at </scene>, before the answer."""
         graph = scene_graph_message(pending.header, progress.scene) if progress.scene_new else None
+        if graph is not None:
+            tag_camera(graph, pending.camera)
         if graph is not None and self._active:
             self._outputs.scene_graph(graph, pending.header)
         self._calls.progress(pending, progress, graph)
@@ -499,8 +399,7 @@ class SpatialThinkerNode(LifecycleNode):
 
     def _publish_diagnostics(self) -> None:
         if self._active:
-            self._inputs.drain()
-        use_depth = bool(self._param("use_depth"))
+            self._cameras.drain()
         hardware_id = bounded(f"{self._param('backend')}:{self._param('model')}", 256)
         pipeline = self._pipeline
         snapshot = EngineSnapshot(
@@ -516,19 +415,18 @@ class SpatialThinkerNode(LifecycleNode):
         )
         array = DiagnosticArray()
         array.header.stamp = self.get_clock().now().to_msg()
-        inputs = inputs_status(
-            f"{self.get_name()}: inputs",
+        statuses = self._cameras.statuses(
+            self.get_name(),
             hardware_id,
             self._active,
             time.time(),
-            self._inputs.topic_stats(use_depth),
-            float(self._param("max_frame_age")),
+            self._parameter_values(),
             self._questions_dropped,
-            dict(self._input_errors),  # a copy: other threads update the errors
-            self._inputs.frames.pairing_report(time.time()) if use_depth else None,
+            dict(self._input_errors),
+            self._tf.diagnostics(),
         )
-        inputs.values.extend(self._tf.diagnostics())
-        array.status = [inputs, engine_status(f"{self.get_name()}: engine", hardware_id, snapshot)]
+        engine = engine_status(f"{self.get_name()}: engine", hardware_id, snapshot)
+        array.status = [*statuses, engine]
         self._diagnostics_pub.publish(array)
 
 

@@ -88,6 +88,8 @@ class PendingRequest:
     # Called (on whichever thread resolves) once the outcome is in: wakes the executor so
     # that the coroutine awaiting this request resumes at once.
     wake: Callable[[], None] | None = None
+    # The camera the frame came from ("" for the single camera).
+    camera: str = ""
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __await__(self) -> Generator[None, None, None]:
@@ -303,7 +305,7 @@ class QueryInterfaces:
                         f"{type(error).__name__}: {error}",
                     )
 
-    def _sendable(self, request_id: str, message: Any, failure: Any) -> Any:
+    def sendable(self, request_id: str, message: Any, failure: Any) -> Any:
         """``message`` (a response or result) when it can be sent; else ``failure``, a fresh
         one, failed with the reason."""
         why = unsendable(message)
@@ -325,17 +327,18 @@ class QueryInterfaces:
                 Priority.QUERY,
                 "service",
                 target_frame=request.target_frame,
+                camera=request.camera,
             )
         except RequestRejected as error:
             self._node.get_logger().warning(f"query rejected: {error}")
             response.success, response.message = False, bounded(str(error))
-            return self._sendable("a rejected query", response, Query.Response())
+            return self.sendable("a rejected query", response, Query.Response())
         await self._outcome(pending)
         if pending.answer is not None:
             response.success, response.answer = True, pending.answer
         else:
             response.success, response.message = False, bounded(pending.failure)
-        response = self._sendable(pending.request_id, response, Query.Response())
+        response = self.sendable(pending.request_id, response, Query.Response())
         if not response.success:  # the message sent: the logger encodes it as UTF-8 too
             self._node.get_logger().warning(f"{pending.request_id} failed: {response.message}")
         return response
@@ -352,18 +355,19 @@ class QueryInterfaces:
                 Priority.QUERY,
                 "action",
                 target_frame=goal.target_frame,
+                camera=goal.camera,
             )
         except RequestRejected as error:
             goal_handle.abort()
             result.success, result.message = False, bounded(str(error))
-            return self._sendable("a rejected goal", result, QueryAction.Result())
+            return self.sendable("a rejected goal", result, QueryAction.Result())
         await self._outcome(pending, goal_handle)
         if pending.answer is not None:
             result.success, result.answer = True, pending.answer
         else:
             result.success, result.message = False, bounded(pending.failure)
         # Checked before the goal's state is set: an answer that cannot be sent is a failure.
-        result = self._sendable(pending.request_id, result, QueryAction.Result())
+        result = self.sendable(pending.request_id, result, QueryAction.Result())
         if result.success:
             goal_handle.succeed()
         elif goal_handle.is_cancel_requested:

@@ -1,4 +1,5 @@
-"""Continuous mode: a standing question asked on the latest frame at ``rate_hz``.
+"""Continuous mode: a standing question asked on the latest frame at ``rate_hz``, of each camera
+in turn (``rate_hz`` in total).
 
 One standing question at a time (a tick while the last one runs is skipped, so stale frames never
 pile up), at low priority behind on-demand queries. What goes wrong is kept in the node's input
@@ -7,6 +8,7 @@ errors, where ``/diagnostics`` shows it.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -18,10 +20,8 @@ from spatialthinker_ros.answering.pipeline import RequestRejected
 from spatialthinker_ros.core.engine import Priority
 from spatialthinker_ros.ros.node_calls import PendingRequest
 
-#: ``start_request(question, options, max_frame_age, timeout, priority, source)``.
-StartRequest = Callable[
-    [str, Sequence[str], float, float, Priority, str], Awaitable[PendingRequest]
-]
+#: ``start_request(question, options, max_frame_age, timeout, priority, source, camera=...)``.
+StartRequest = Callable[..., Awaitable[PendingRequest]]
 
 
 class ContinuousMode:
@@ -33,6 +33,7 @@ class ContinuousMode:
         group: The callback group of the timer.
         start_request: The node's way to start a request (raises RequestRejected).
         errors: The node's input errors (key ``continuous``).
+        cameras: The cameras to ask in turn ("" for the single camera).
     """
 
     def __init__(
@@ -41,8 +42,10 @@ class ContinuousMode:
         group: CallbackGroup,
         start_request: StartRequest,
         errors: dict[str, str],
+        cameras: Sequence[str] = ("",),
     ) -> None:
         self._node = node
+        self._cameras = itertools.cycle(list(cameras) or [""])
         self._group = group
         self._start_request = start_request
         self._errors = errors
@@ -81,6 +84,7 @@ class ContinuousMode:
                 max(1.0 / float(self._param("rate_hz")), float(self._param("request_timeout"))),
                 Priority.CONTINUOUS,
                 "continuous",
+                camera=next(self._cameras),
             )
             self._errors.pop("continuous", None)
         except RequestRejected as error:

@@ -136,12 +136,16 @@ class CameraInputs:
 
     Args:
         node: The node the subscriptions belong to.
-        errors: The node's input errors by kind (shared; an undecodable header lands here).
+        errors: The camera's input errors by kind (the node's own for its single camera; an
+            undecodable header lands here).
+        name: The camera's name in the node's ``cameras`` (its topics are under it), or "".
     """
 
-    def __init__(self, node: Node, errors: dict[str, str]) -> None:
+    def __init__(self, node: Node, errors: dict[str, str], name: str = "") -> None:
         self._node = node
         self._errors = errors
+        # The camera's name: its topics are under it ('front/image'); "" for the single camera.
+        self.name = name
         self._group = PolledCallbackGroup()
         self._lock = threading.Lock()
         # (kind, subscription, history depth)
@@ -191,11 +195,16 @@ class CameraInputs:
 
         image_topic, self.image_type = IMAGE_TOPICS[image_transport]
         depth_topic, self.depth_type = DEPTH_TOPICS[depth_transport]
+        info_topic = "camera_info"
+        if self.name:
+            image_topic, depth_topic, info_topic = (
+                f"{self.name}/{topic}" for topic in (image_topic, depth_topic, info_topic)
+            )
         inputs = [("image", self.image_type, image_topic, True, qos(max(depth, PAIRING_HISTORY)))]
         if use_depth:
             inputs += [
                 ("depth", self.depth_type, depth_topic, True, qos(depth)),
-                ("camera_info", CameraInfo, "camera_info", False, qos(depth)),
+                ("camera_info", CameraInfo, info_topic, False, qos(depth)),
             ]
         self._subscriptions = [
             (

@@ -37,15 +37,32 @@ class NodeOutputs:
         node: The lifecycle node the publishers belong to.
         switch: The value of a boolean parameter (the detections' off switches), read at each
             answer so that a runtime change applies to the next one.
+        cameras: The node's named cameras: each gets its own markers and debug image
+            (``~/<camera>/markers``, ``~/<camera>/debug_image``); none: ``~/markers`` and
+            ``~/debug_image``.
     """
 
-    def __init__(self, node: LifecycleNode, switch: Callable[[str], bool]) -> None:
+    def __init__(
+        self, node: LifecycleNode, switch: Callable[[str], bool], cameras: Sequence[str] = ()
+    ) -> None:
         self._logger = node.get_logger()
         self._switch = switch
         self._answer_pub = node.create_publisher(SpatialAnswer, "~/answer", 10)
         self._graph_pub = node.create_lifecycle_publisher(SceneGraph, "~/scene_graph", 10)
-        self._markers_pub = node.create_lifecycle_publisher(MarkerArray, "~/markers", 10)
-        self._debug_pub = node.create_lifecycle_publisher(Image, "~/debug_image", 2)
+        # Per camera: each answer's markers replace the last ones (DELETEALL first), which must
+        # not wipe another camera's.
+        self._markers_pubs = {
+            camera: node.create_lifecycle_publisher(
+                MarkerArray, f"~/{camera}/markers" if camera else "~/markers", 10
+            )
+            for camera in cameras or [""]
+        }
+        self._debug_pubs = {
+            camera: node.create_lifecycle_publisher(
+                Image, f"~/{camera}/debug_image" if camera else "~/debug_image", 2
+            )
+            for camera in cameras or [""]
+        }
         self._detections_3d_pub = node.create_lifecycle_publisher(
             Detection3DArray, "~/detections_3d", 10
         )
@@ -60,16 +77,20 @@ class NodeOutputs:
         question: str,
         header: Header,
         object_scores: Sequence[float] = (),
+        camera: str = "",
     ) -> None:
         """Publish one answer: its scene graph, the answer, and (while watched) the detections,
         the markers and the debug image drawn on ``rgb``, the request's colour frame.
-        ``object_scores`` are the detections' scores (``EngineResult.object_scores``)."""
+        ``object_scores`` are the detections' scores (``EngineResult.object_scores``); the
+        markers and the debug image go to ``camera``'s."""
         self._graph_pub.publish(answer.scene_graph)
         self._answer_pub.publish(answer)
         self.detections(answer.scene_graph, header, object_scores)
-        if self._markers_pub.get_subscription_count() > 0:
-            self._markers_pub.publish(scene_graph_markers(answer.scene_graph))
-        if self._debug_pub.get_subscription_count() > 0 and rgb is not None:
+        markers_pub = self._markers_pubs.get(camera) or next(iter(self._markers_pubs.values()))
+        debug_pub = self._debug_pubs.get(camera) or next(iter(self._debug_pubs.values()))
+        if markers_pub.get_subscription_count() > 0:
+            markers_pub.publish(scene_graph_markers(answer.scene_graph))
+        if debug_pub.get_subscription_count() > 0 and rgb is not None:
             objects = []
             for o in answer.scene_graph.objects:
                 distance = float(np.linalg.norm([o.center.x, o.center.y, o.center.z]))
@@ -82,7 +103,7 @@ class NodeOutputs:
                 question=question,
                 confidence=confidence_line(answer),
             )
-            self._debug_pub.publish(images.numpy_to_image(annotated, "rgb8", header))
+            debug_pub.publish(images.numpy_to_image(annotated, "rgb8", header))
 
     def scene_graph(self, graph: SceneGraph, header: Header) -> None:
         """Publish a scene graph ahead of its answer (streaming, at ``</scene>``), with its

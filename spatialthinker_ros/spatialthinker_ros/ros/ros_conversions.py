@@ -6,7 +6,9 @@ Every text field published is length-bounded here, whatever the model wrote.
 
 from __future__ import annotations
 
+import copy
 import math
+from collections.abc import Sequence
 
 import numpy as np
 from geometry_msgs.msg import Point, Quaternion, Vector3
@@ -175,8 +177,63 @@ def answer_message(header: Header, answer: SceneAnswer) -> SpatialAnswer:
         model=bounded(result.model_name, 512),
         model_image_width=int(width),
         model_image_height=int(height),
+        batch_size=int(result.batch_size),
         queue_wait_s=float(result.queue_wait_s),
         inference_s=float(result.inference_s),
         total_s=float(result.total_s),
         scene_s=float(answer.scene_s if math.isfinite(answer.scene_s) else result.total_s),
     )
+
+
+def tag_camera(message: SpatialAnswer | SceneGraph, camera: str) -> None:
+    """Name the camera an answer (or a scene graph) came from, on it, its scene graph and
+    every object."""
+    graph = message.scene_graph if isinstance(message, SpatialAnswer) else message
+    if isinstance(message, SpatialAnswer):
+        message.camera = camera
+    graph.camera = camera
+    for obj in graph.objects:
+        obj.camera = camera
+
+
+def combined_scene_graph(graphs: Sequence[tuple[str, SceneGraph]]) -> tuple[SceneGraph, str]:
+    """Every camera's scene graph in one: objects and relations with their ids prefixed
+    ``<camera>/`` and their camera named, in the frame they share.
+
+    Args:
+        graphs: ``(camera, its answer's scene graph)`` of every camera that answered.
+
+    Returns:
+        The combined graph (stamped with the newest of the graphs' stamps; empty when the
+        graphs are in different frames) and why it is empty ("" when it is not).
+    """
+    combined = SceneGraph()
+    if not graphs:
+        return combined, ""
+    frames = sorted({graph.header.frame_id for _, graph in graphs})
+    if len(frames) > 1:
+        return combined, (
+            f"no combined scene graph: the cameras' answers are in different frames"
+            f" ({', '.join(frames)}); ask with a target_frame (TF) they share"
+        )
+    newest = max(graphs, key=lambda item: (item[1].header.stamp.sec, item[1].header.stamp.nanosec))
+    combined.header = copy.deepcopy(newest[1].header)
+
+    def prefixed(camera: str, object_id: str) -> str:
+        return bounded(f"{camera}/{object_id}" if camera else object_id, 256)
+
+    for camera, graph in graphs:
+        for obj in graph.objects:
+            item = copy.deepcopy(obj)
+            item.id, item.camera = prefixed(camera, obj.id), camera
+            combined.objects.append(item)
+        for relation in graph.relations:
+            item = copy.deepcopy(relation)
+            item.subject = prefixed(camera, relation.subject)
+            item.object = prefixed(camera, relation.object)
+            combined.relations.append(item)
+    # Up is the scene's when every camera has it from TF (one gravity frame, one target frame).
+    sources = {graph.up_source for _, graph in graphs}
+    if len(sources) == 1 and next(iter(sources)).startswith("tf:"):
+        combined.up, combined.up_source = copy.deepcopy(graphs[0][1].up), graphs[0][1].up_source
+    return combined, ""

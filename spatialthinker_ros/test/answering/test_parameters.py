@@ -5,14 +5,18 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import pytest
 import yaml
 
 from spatialthinker_ros.answering.parameters import (
+    CAMERA_PARAMETERS,
     PARAMETERS,
     PARAMETERS_BY_NAME,
+    camera_values,
     split_options,
     validate,
     validate_all,
+    validate_camera_value,
 )
 
 PACKAGE = Path(__file__).resolve().parents[2]
@@ -28,7 +32,12 @@ def test_yaml_keys_are_exactly_the_declared_parameters() -> None:
     declared = {spec.name for spec in PARAMETERS}
     in_yaml = set(_yaml_parameters())
     assert in_yaml - declared == set(), "YAML keys the node does not declare"
-    assert declared - in_yaml == set(), "declared parameters missing from the YAML"
+    # An empty list cannot be written (ROS 2's YAML parser refuses an empty sequence): such a
+    # parameter is shown as a commented example instead.
+    empty_lists = {spec.name for spec in PARAMETERS if spec.default == []}
+    assert declared - in_yaml == empty_lists, "declared parameters missing from the YAML"
+    for name in empty_lists:
+        assert f"\n    # {name}: [" in CONFIG.read_text(), name
 
 
 def test_yaml_defaults_match_the_table_in_value_and_type() -> None:
@@ -85,3 +94,35 @@ def test_ordered_pairs_are_checked_together() -> None:
     assert reason == "depth.min_depth (20) must be below depth.max_depth (10)"
     reason = validate_all({**values, "min_pixels": values["max_pixels"] + 1})
     assert reason and reason.startswith("min_pixels") and "at most max_pixels" in reason
+
+
+@pytest.mark.parametrize(
+    ("names", "problem"),
+    [
+        ([], None),
+        (["front", "wrist_2"], None),
+        (["front", "front"], "cameras lists a name twice"),
+        (["front/left"], "is not a name"),
+        (["2nd"], "is not a name"),
+        ([""], "is not a name"),
+        (["c"] * 17, "at most 16"),
+        ("front", "must be a list of names"),
+    ],
+)
+def test_camera_names_are_checked(names, problem) -> None:
+    reason = validate_all({"cameras": names})
+    assert (reason is None) if problem is None else (problem in reason), reason
+
+
+def test_a_cameras_own_parameters_override_the_nodes_or_inherit_them() -> None:
+    values = {spec.name: spec.default for spec in PARAMETERS}
+    inherit = {spec.name: spec.default for spec in CAMERA_PARAMETERS}
+    assert camera_values(values, inherit) == values
+    own = {**inherit, "depth.scale": 0.0002, "depth_transport": "compressedDepth"}
+    merged = camera_values(values, own)
+    assert merged["depth.scale"] == 0.0002 and merged["depth_transport"] == "compressedDepth"
+    assert merged["sync_slop"] == values["sync_slop"]  # -1: the node's
+    # An override is checked by the node parameter's own rules; the inheriting value passes.
+    assert validate_camera_value("sync_wait", -1.0) is None
+    assert "sync_wait" in validate_camera_value("sync_wait", 99.0)
+    assert "depth_transport" in validate_camera_value("depth_transport", "jpeg")

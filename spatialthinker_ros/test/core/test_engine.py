@@ -203,6 +203,23 @@ def test_pending_requests_are_batched(double, engines) -> None:
     assert stats["batches"] == 3 and stats["mean_batch_size"] == 2.0
 
 
+def test_requests_submitted_together_share_one_backend_call(double, engines) -> None:
+    # An idle engine takes a request as soon as it comes; inside `together` it waits for the
+    # block to end, so the cameras of one question go into one call (up to max_batch_size).
+    double.auto = True
+    engine = _engine(double, max_batch_size=4)
+    engines.append(engine)
+    alone = engine.submit(_image(), "alone").result(WAIT)
+    with engine.together():
+        handles = [engine.submit(_image(), f"camera{i}") for i in range(3)]
+        time.sleep(0.2)  # a worker that could take one now would have
+        assert double.calls == [["alone"]]
+    results = [h.result(WAIT) for h in handles]
+    assert double.calls == [["alone"], ["camera0", "camera1", "camera2"]]
+    assert alone.batch_size == 1
+    assert [r.batch_size for r in results] == [3, 3, 3]
+
+
 def test_expired_request_fails_on_time_and_never_runs(double, engines) -> None:
     engine = _engine(double, max_batch_size=4)
     engines.append(engine)

@@ -49,6 +49,7 @@ TRANSPORT_FIELDS = {
     "stamp",
     "frame_id",
     "image_frame_id",
+    "batch_size",
     "queue_wait_s",
     "inference_s",
     "total_s",

@@ -10,6 +10,7 @@ from scipy.spatial.transform import Rotation
 from std_msgs.msg import Header
 from visualization_msgs.msg import Marker
 
+from spatialthinker_msgs.msg import SceneGraph, SceneObject, SceneRelation
 from spatialthinker_ros.answering.pipeline import SceneAnswer
 from spatialthinker_ros.core.engine import EngineResult
 from spatialthinker_ros.core.gravity import tf_up
@@ -19,7 +20,12 @@ from spatialthinker_ros.core.relation_check import verify_relations
 from spatialthinker_ros.core.transforms import Placement, RigidTransform
 from spatialthinker_ros.ros.answer_json import answer_to_json
 from spatialthinker_ros.ros.markers import scene_graph_markers
-from spatialthinker_ros.ros.ros_conversions import answer_message, scene_graph_message
+from spatialthinker_ros.ros.ros_conversions import (
+    answer_message,
+    combined_scene_graph,
+    scene_graph_message,
+    tag_camera,
+)
 
 TEXT = (
     "<observe>a mug and a box</observe><scene>{'objects': ["
@@ -119,3 +125,41 @@ def test_markers_and_json_follow_the_target_frame() -> None:
     mug = data["objects"][0]
     assert mug["center"] == pytest.approx(list(CAMERA_IN_BASE.apply([-0.4, -0.2, 1.0])), abs=1e-3)
     assert mug["distance"] == pytest.approx(np.linalg.norm([-0.4, -0.2, 1.0]), abs=1e-3)
+
+
+def _camera_graph(camera: str, frame: str, sec: int, ids: list[str]) -> SceneGraph:
+    graph = SceneGraph()
+    graph.header.frame_id, graph.header.stamp.sec = frame, sec
+    for index, object_id in enumerate(ids):
+        obj = SceneObject(id=object_id, label=object_id.split(".")[0], has_3d=True)
+        obj.center.x = float(index)
+        graph.objects.append(obj)
+    graph.relations.append(SceneRelation(subject=ids[0], predicate="left of", object=ids[-1]))
+    graph.up_source = "tf:base_link"
+    graph.up.z = 1.0
+    tag_camera(graph, camera)
+    return graph
+
+
+def test_every_cameras_objects_in_one_scene_graph() -> None:
+    front = _camera_graph("front", "base_link", 10, ["cup.1", "mug.1"])
+    wrist = _camera_graph("wrist", "base_link", 12, ["cup.1"])
+    combined, note = combined_scene_graph([("front", front), ("wrist", wrist)])
+    assert note == ""
+    assert combined.header.frame_id == "base_link" and combined.header.stamp.sec == 12
+    assert [(o.id, o.camera) for o in combined.objects] == [
+        ("front/cup.1", "front"),
+        ("front/mug.1", "front"),
+        ("wrist/cup.1", "wrist"),
+    ]
+    assert [(r.subject, r.object) for r in combined.relations] == [
+        ("front/cup.1", "front/mug.1"),
+        ("wrist/cup.1", "wrist/cup.1"),
+    ]
+    assert combined.up_source == "tf:base_link" and combined.up.z == 1.0
+    # The inputs are left as they were.
+    assert [o.id for o in front.objects] == ["cup.1", "mug.1"]
+    # Different frames: no common frame to put them in, and that is said.
+    optical = _camera_graph("wrist", "wrist_optical", 12, ["cup.1"])
+    combined, note = combined_scene_graph([("front", front), ("wrist", optical)])
+    assert not combined.objects and "different frames" in note and "target_frame" in note
