@@ -43,15 +43,10 @@ QUESTION = "Is the red box in front of or behind the green box?"
 
 
 def _remaps(cameras: list[str]) -> dict[str, str]:
+    topics = ("image", "depth", "camera_info")
     if not cameras:
-        return {
-            topic: f"{PREFIXES['front']}/{topic}" for topic in ("image", "depth", "camera_info")
-        }
-    return {
-        f"{name}/{topic}": f"{PREFIXES[name]}/{topic}"
-        for name in cameras
-        for topic in topics
-    }
+        return {topic: f"{PREFIXES['front']}/{topic}" for topic in topics}
+    return {f"{name}/{topic}": f"{PREFIXES[name]}/{topic}" for name in cameras for topic in topics}
 
 
 class Planner:
