@@ -51,18 +51,18 @@ class NodeOutputs:
         self._graph_pub = node.create_lifecycle_publisher(SceneGraph, "~/scene_graph", 10)
         # Per camera: each answer's markers replace the last ones (DELETEALL first), which must
         # not wipe another camera's.
-        self._markers_pubs = {
-            camera: node.create_lifecycle_publisher(
-                MarkerArray, f"~/{camera}/markers" if camera else "~/markers", 10
-            )
-            for camera in cameras or [""]
-        }
-        self._debug_pubs = {
-            camera: node.create_lifecycle_publisher(
-                Image, f"~/{camera}/debug_image" if camera else "~/debug_image", 2
-            )
-            for camera in cameras or [""]
-        }
+        if cameras:
+            self._markers_pubs = {
+                camera: node.create_lifecycle_publisher(MarkerArray, f"~/{camera}/markers", 10)
+                for camera in cameras
+            }
+            self._debug_pubs = {
+                camera: node.create_lifecycle_publisher(Image, f"~/{camera}/debug_image", 2)
+                for camera in cameras
+            }
+        else:
+            self._markers_pubs = {"": node.create_lifecycle_publisher(MarkerArray, "~/markers", 10)}
+            self._debug_pubs = {"": node.create_lifecycle_publisher(Image, "~/debug_image", 2)}
         self._detections_3d_pub = node.create_lifecycle_publisher(
             Detection3DArray, "~/detections_3d", 10
         )

@@ -419,14 +419,11 @@ def test_node_publishes_the_topics_rviz_shows() -> None:
     published = set()
     for node_file in sorted((PACKAGE_DIR / "spatialthinker_ros" / "ros").glob("node*.py")):
         tree = ast.parse(node_file.read_text(), filename=str(node_file))
-        # The topic names the publishers are made with (one camera's: the names themselves;
-        # several cameras' are built from them).
         published |= {
-            node.value
-            for node in ast.walk(tree)
-            if isinstance(node, ast.Constant)
-            and isinstance(node.value, str)
-            and node.value.startswith("~/")
+            call.args[1].value
+            for creator in ("create_publisher", "create_lifecycle_publisher")
+            for call in _calls(tree, creator)
+            if len(call.args) >= 2 and isinstance(call.args[1], ast.Constant)
         }
     assert {"~/markers", "~/debug_image"} <= published
 
