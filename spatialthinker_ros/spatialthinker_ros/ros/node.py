@@ -82,11 +82,12 @@ class SpatialThinkerNode(RequestStarting, LifecycleNode):
                 description.dynamic_typing = True
                 description.read_only = True
             self.declare_parameter(spec.name, spec.default, description)
+        self._input_errors: dict[str, str] = {}
+        # Declares the cameras' own parameters: before the callbacks, which need the node whole.
+        self._cameras = Cameras(self, self._input_errors)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.add_post_set_parameters_callback(self._after_set_parameters)
 
-        self._input_errors: dict[str, str] = {}
-        self._cameras = Cameras(self, self._input_errors)
         self._tf = TfListener(self, self._now)
         self._ids = itertools.count(1)
         self._pipeline: AnsweringPipeline | None = None

@@ -113,9 +113,9 @@ def query_all(node, rig: Rig) -> Iterator[Any]:
         yield client
 
 
-def _ask(rig: Rig, camera: str, target_frame: str = "", wait: float = 60.0) -> Any:
+def _ask(rig: Rig, camera: str, wait: float = 60.0, max_frame_age: float = 0.0) -> Any:
     request = Query.Request(
-        question=QUESTION, options=OPTIONS, camera=camera, target_frame=target_frame
+        question=QUESTION, options=OPTIONS, camera=camera, max_frame_age=max_frame_age
     )
     return rig.wait_future(rig.query_client.call_async(request), wait)
 
@@ -247,14 +247,14 @@ def test_query_all_as_an_action(node, rig: Rig) -> None:
 
 def test_a_silent_camera_fails_only_its_own_answers(node, rig: Rig, cameras, query_all) -> None:
     cameras["wrist"].close()
-    time.sleep(1.5)  # past max_frame_age (1 s): the wrist's newest frame is too old
-    request = QueryAll.Request(question=QUESTION, options=OPTIONS)
+    time.sleep(2.0)  # past the calls' max_frame_age (1 s): the wrist's newest frame is too old
+    request = QueryAll.Request(question=QUESTION, options=OPTIONS, max_frame_age=1.0)
     reply = rig.wait_future(query_all.call_async(request), 60.0)
     assert reply.success, reply.message
     front, wrist = reply.answers
     assert front.success and front.answer.camera == "front"
     assert not wrist.success and wrist.message, wrist
-    assert "wrist" in reply.message
-    assert _ask(rig, "front").success
-    response = _ask(rig, "wrist")
-    assert not response.success and response.message
+    assert "old" in wrist.message and "wrist" in reply.message
+    assert _ask(rig, "front", max_frame_age=1.0).success
+    response = _ask(rig, "wrist", max_frame_age=1.0)
+    assert not response.success and "old" in response.message
