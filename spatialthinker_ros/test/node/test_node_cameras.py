@@ -12,6 +12,7 @@ for both cameras and ~/query_all in one model call: ``test_node_cameras_tiny.py`
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -19,7 +20,15 @@ from typing import Any
 import numpy as np
 import pytest
 from geometry_msgs.msg import TransformStamped
-from node_harness import DEMO_SCENE, NODE, SCRIPTED_OBJECTS, Rig, openai_params, running_node
+from node_harness import (
+    DEMO_SCENE,
+    NODE,
+    SCRIPTED_OBJECTS,
+    Rig,
+    openai_params,
+    running_node,
+    wait_all,
+)
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
 from script_process import ScriptProcess
 from scripted_openai_server import ScriptedOpenAIServer
@@ -243,6 +252,40 @@ def test_query_all_as_an_action(node, rig: Rig) -> None:
     assert [a.camera for a in result.answers] == ["wrist"]
     assert result.answers[0].answer.batch_size == 1
     assert ["wrist"] in feedback
+
+
+def _set(rig: Rig, **values: Any) -> None:
+    """``ros2 param set`` on the node (asked again if a response is lost: setting is
+    idempotent)."""
+    from rclpy.parameter import Parameter
+    from rclpy.parameter_client import AsyncParameterClient
+
+    with rig.side_node("cameras_parameters") as side:
+        client = AsyncParameterClient(side, NODE)
+        assert client.wait_for_services(timeout_sec=20.0), "no parameter services"
+        parameters = [Parameter(name.replace("__", "."), value=v) for name, v in values.items()]
+        for _ in range(3):
+            (response,) = wait_all([client.set_parameters(parameters)], 20.0)
+            if response is not None:
+                assert all(r.successful for r in response.results), response
+                return
+    raise AssertionError("no response to setting the parameters")
+
+
+def test_continuous_mode_asks_the_cameras_in_turn(node, rig: Rig) -> None:
+    _set(rig, continuous_question=QUESTION, continuous_options="in front|behind", rate_hz=4.0)
+    seen: list[str] = []
+    try:
+        deadline = time.monotonic() + 20.0
+        while time.monotonic() < deadline and len(seen) < 4:
+            with rig._lock:
+                seen = [a.camera for a in rig.answers if a.request_id.startswith("continuous")]
+            time.sleep(0.2)
+    finally:
+        _set(rig, rate_hz=0.0)
+    assert len(seen) >= 4 and set(seen) == set(CAMERAS), seen
+    # In turn, one standing request at a time: consecutive answers come from the two cameras.
+    assert all(a != b for a, b in itertools.pairwise(seen)), seen
 
 
 def test_a_silent_camera_fails_only_its_own_answers(node, rig: Rig, cameras, query_all) -> None:
