@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from rclpy.callback_groups import CallbackGroup, MutuallyExclusiveCallbackGroup
+from rclpy.callback_groups import CallbackGroup
 from rclpy.node import Node
 from rclpy.qos import (
     QoSDurabilityPolicy,
@@ -48,6 +47,7 @@ from spatialthinker_ros.core.frame_buffer import (
     WaitPlan,
     cdr_header_time,
 )
+from spatialthinker_ros.ros.timed_waits import TimedWaits
 
 #: Topic (relative to the node) and message type of each transport.
 IMAGE_TOPICS = {"raw": ("image", Image), "compressed": ("image/compressed", CompressedImage)}
@@ -118,19 +118,6 @@ class TakenFrames:
     depth_time: float | None
 
 
-@dataclass(eq=False)
-class _DepthWait:
-    """A request awaiting the depth of a colour frame (:meth:`CameraInputs.wait_for_depth`)."""
-
-    plan: WaitPlan
-    done: threading.Event = field(default_factory=threading.Event)
-
-    def __await__(self) -> Generator[None, None, None]:
-        """Await the end of the wait in an executor coroutine without holding a thread."""
-        while not self.done.is_set():
-            yield
-
-
 class CameraInputs:
     """Polled colour, depth and camera_info subscriptions feeding a :class:`FrameBuffer`.
 
@@ -158,12 +145,7 @@ class CameraInputs:
         self._next_latched_check = 0.0
         self.image_type: type = Image
         self.depth_type: type = Image
-        self._waits: list[_DepthWait] = []
-        self._waits_lock = threading.Lock()
-        self._wait_timer = node.create_timer(
-            DEPTH_WAIT_POLL_S, self._poll_waits, callback_group=MutuallyExclusiveCallbackGroup()
-        )
-        self._wait_timer.cancel()  # runs only while requests wait for depth
+        self._depth_waits = TimedWaits(node, DEPTH_WAIT_POLL_S, self.drain)
 
     def subscribe(
         self,
@@ -235,7 +217,7 @@ class CameraInputs:
         self.frames.clear()
         self.camera_info = None
         self._camera_info_key = None
-        self._end_waits(everything=True)
+        self._depth_waits.end(everything=True)
 
     def _subscribe_latched(self) -> None:
         """Fetch a latched camera_info (published once, transient local, perhaps before this
@@ -438,48 +420,6 @@ class CameraInputs:
             ``(seconds waited, whether the depth came)``.
         """
         start = time.time()
-        wait = _DepthWait(plan)
-        with self._waits_lock:
-            self._waits.append(wait)
-            if self._wait_timer.is_canceled():
-                self._wait_timer.reset()
-                self._wake()  # the executor's wait in progress does not know the timer yet
-        try:
-            await wait
-        finally:
-            with self._waits_lock:
-                if wait in self._waits:
-                    self._waits.remove(wait)
+        await self._depth_waits.wait(plan.until, lambda: self.frames.depth_reached(plan.reached))
         arrived = self.frames.depth_reached(plan.reached)
         return time.time() - start, arrived
-
-    def _poll_waits(self) -> None:
-        """Wait timer: take new messages and end the waits whose depth came or time is up."""
-        with self._waits_lock:
-            if not self._waits:
-                self._wait_timer.cancel()
-                return
-        self.drain()
-        self._end_waits(everything=False)
-
-    def _end_waits(self, everything: bool) -> None:
-        now = time.time()
-        ended = False
-        with self._waits_lock:
-            for wait in list(self._waits):
-                if (
-                    everything
-                    or now >= wait.plan.until
-                    or self.frames.depth_reached(wait.plan.reached)
-                ):
-                    wait.done.set()
-                    self._waits.remove(wait)
-                    ended = True
-        if ended:
-            self._wake()
-
-    def _wake(self) -> None:
-        """Make the executor resume the coroutines that await (any thread)."""
-        executor = self._node.executor
-        if executor is not None:
-            executor.wake()

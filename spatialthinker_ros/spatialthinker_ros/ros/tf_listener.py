@@ -27,8 +27,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 
 from diagnostic_msgs.msg import KeyValue
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -44,6 +43,7 @@ from spatialthinker_ros.answering.robot_frames import (
 )
 from spatialthinker_ros.core.transforms import TransformBuffer
 from spatialthinker_ros.ros.node_inputs import PolledCallbackGroup
+from spatialthinker_ros.ros.timed_waits import TimedWaits
 
 
 def _never_called(_message: TFMessage) -> None:
@@ -76,21 +76,6 @@ TF_STATIC_QOS = QoSProfile(
 )
 
 
-@dataclass(eq=False)
-class _TransformWait:
-    """A request awaiting its transforms (:meth:`TfListener.transforms`)."""
-
-    lookups: tuple[tuple[str, str], ...]  # (target, source)
-    stamp: float
-    until: float  # wall clock
-    done: threading.Event = field(default_factory=threading.Event)
-
-    def __await__(self) -> Generator[None, None, None]:
-        """Await the end of the wait in an executor coroutine without holding a thread."""
-        while not self.done.is_set():
-            yield
-
-
 class TfListener:
     """The node's TF: subscriptions while active, the buffer, and waits for transforms.
 
@@ -106,16 +91,12 @@ class TfListener:
         self._group = PolledCallbackGroup()
         self._drain_lock = threading.Lock()
         self._subscriptions: list = []
-        self._waits: list[_TransformWait] = []
         self._lock = threading.Lock()
         self._failures: deque[float] = deque(maxlen=1024)
         self.failed_total = 0
         self.last_failure = ""
         self.rejected_total = 0
-        self._wait_timer = node.create_timer(
-            TF_WAIT_POLL_S, self._poll_waits, callback_group=MutuallyExclusiveCallbackGroup()
-        )
-        self._wait_timer.cancel()  # runs only while requests wait for TF
+        self._tf_waits = TimedWaits(node, TF_WAIT_POLL_S, self.drain)
         self._drain_timer = node.create_timer(
             TF_DRAIN_PERIOD_S, self.drain, callback_group=MutuallyExclusiveCallbackGroup()
         )
@@ -150,7 +131,7 @@ class TfListener:
                 self._node.destroy_subscription(subscription)
             self._subscriptions = []
         self.buffer.clear()
-        self._end_waits(everything=True)
+        self._tf_waits.end(everything=True)
 
     def drain(self) -> None:
         """Take every TF message waiting in the subscriptions into the buffer (any thread)."""
@@ -198,19 +179,10 @@ class TfListener:
             and timeout > 0
             and any(self.buffer.can_transform(t, s, stamp) for t, s in request.lookups)
         ):
-            wait = _TransformWait(request.lookups, stamp, time.time() + timeout)
-            with self._lock:
-                self._waits.append(wait)
-                if self._wait_timer.is_canceled():
-                    self._wait_timer.reset()
-                    self._wake()  # the executor's wait in progress does not know the timer
-            self._end_waits(everything=False)  # TF may have come in between
-            try:
-                await wait
-            finally:
-                with self._lock:
-                    if wait in self._waits:
-                        self._waits.remove(wait)
+            await self._tf_waits.wait(
+                time.time() + timeout,
+                lambda: not any(self.buffer.can_transform(t, s, stamp) for t, s in request.lookups),
+            )
         return look_up(self.buffer, request, stamp, self._failed)
 
     def _failed(self, what: str) -> None:
@@ -219,37 +191,6 @@ class TfListener:
             self._failures.append(time.time())
             self.last_failure = what
         self._node.get_logger().warning(f"TF lookup failed: {what}", throttle_duration_sec=5.0)
-
-    # ------------------------------------------------------------ waits
-
-    def _poll_waits(self) -> None:
-        with self._lock:
-            if not self._waits:
-                self._wait_timer.cancel()
-                return
-        self.drain()
-        self._end_waits(everything=False)
-
-    def _end_waits(self, everything: bool) -> None:
-        now = time.time()
-        ended = False
-        with self._lock:
-            for wait in list(self._waits):
-                if (
-                    everything
-                    or now >= wait.until
-                    or not any(self.buffer.can_transform(t, s, wait.stamp) for t, s in wait.lookups)
-                ):
-                    wait.done.set()
-                    self._waits.remove(wait)
-                    ended = True
-        if ended:
-            self._wake()
-
-    def _wake(self) -> None:
-        executor = self._node.executor
-        if executor is not None:
-            executor.wake()
 
     # ------------------------------------------------------------ diagnostics
 
