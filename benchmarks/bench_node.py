@@ -25,12 +25,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import queue
 import random
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -93,42 +91,6 @@ def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks
-
-
-class Camera:
-    """camera_process.py in a subprocess, set through its stdin."""
-
-    def __init__(self, rate: float) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, str(FIXTURES_DIR / "camera_process.py"), PREFIX, str(rate)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        self._lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-        assert self._lines.get(timeout=60) == "ready"
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self._lines.put(line.strip())
-
-    def set(self, **settings: Any) -> None:
-        import json
-
-        assert self.process.stdin is not None
-        self.process.stdin.write(json.dumps(settings) + "\n")
-        self.process.stdin.flush()
-        assert self._lines.get(timeout=30) == "ok"
-
-    def close(self) -> None:
-        if self.process.stdin is not None:
-            self.process.stdin.close()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
 
 
 class PlainClient:
@@ -309,7 +271,9 @@ def main() -> int:
             {"backend": "openai", "model": "bench", "openai.base_url": server.base_url},
             remaps=REMAPS,
         )
-        camera = Camera(args.rate)
+        from script_process import ScriptProcess
+
+        camera = ScriptProcess("camera_process.py", PREFIX, str(args.rate))
         plain = subprocess.Popen([sys.executable, "-c", PLAIN_NODE])
         client = PlainClient()
         viewers = []

@@ -14,16 +14,10 @@ pairing regresses to newest-colour-first even while waiting still works.
 
 from __future__ import annotations
 
-import json
-import queue
 import random
 import re
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,6 +25,7 @@ from lifecycle_msgs.msg import Transition
 from node_harness import NODE, Rig, openai_params, running_node, wait_all
 from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
+from script_process import ScriptProcess
 
 from spatialthinker_msgs.action import Query as QueryAction
 from spatialthinker_msgs.srv import Query
@@ -50,53 +45,9 @@ SETTLE_S = 1.0
 DEFAULT_CAMERA = {"lag_ms": 0.0, "depth_every": 1, "depth_scale": 1, "info": "frame"}
 
 
-class CameraProcess:
-    """``camera_process.py`` as a subprocess, set through its stdin."""
-
-    def __init__(self) -> None:
-        script = Path(__file__).resolve().parents[1] / "fixtures" / "camera_process.py"
-        self.process = subprocess.Popen(
-            [sys.executable, str(script), PREFIX, "30"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        self._lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-        self._expect("ready", 60.0)
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self._lines.put(line.strip())
-
-    def _expect(self, word: str, wait: float) -> None:
-        try:
-            line = self._lines.get(timeout=wait)
-        except queue.Empty:
-            raise AssertionError(f"camera process did not say {word!r} within {wait} s") from None
-        assert line == word, f"camera process said {line!r}, expected {word!r}"
-
-    def set(self, **settings: Any) -> None:
-        """Apply camera settings (see camera_process.py); returns once they are in effect."""
-        assert self.process.stdin is not None and self.process.poll() is None
-        self.process.stdin.write(json.dumps(settings) + "\n")
-        self.process.stdin.flush()
-        self._expect("ok", 30.0)
-
-    def close(self) -> None:
-        if self.process.stdin is not None:
-            self.process.stdin.close()  # EOF: the camera stops
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
-
-
 @pytest.fixture(scope="module")
-def camera() -> Iterator[CameraProcess]:
-    process = CameraProcess()
+def camera() -> Iterator[ScriptProcess]:
+    process = ScriptProcess("camera_process.py", PREFIX, "30")
     try:
         yield process
     finally:
