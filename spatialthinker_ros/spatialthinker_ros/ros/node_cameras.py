@@ -135,14 +135,14 @@ class Cameras:
         hardware_id: str,
         active: bool,
         now: float,
-        node_values: Mapping[str, Any],
+        use_depth: bool,
+        max_frame_age: float,
         questions_dropped: int,
         node_errors: Mapping[str, str],
         extra: Sequence[KeyValue] = (),
     ) -> list[DiagnosticStatus]:
         """One ``inputs`` status per camera (``<node>: inputs``, or ``<node>: <camera>
         inputs``); the node's own errors and ``extra`` values (TF's) on each."""
-        use_depth = bool(node_values["use_depth"])
         statuses = []
         for camera, inputs in self.inputs.items():
             status = inputs_status(
@@ -151,7 +151,7 @@ class Cameras:
                 active,
                 now,
                 inputs.topic_stats(use_depth),
-                float(node_values["max_frame_age"]),
+                max_frame_age,
                 questions_dropped,
                 {**node_errors, **self.errors[camera]},  # a copy: other threads update them
                 inputs.frames.pairing_report(now) if use_depth else None,

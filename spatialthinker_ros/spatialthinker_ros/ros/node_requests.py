@@ -213,7 +213,9 @@ class RequestStarting:
 
     def _frame_settings(self, max_frame_age: float, camera: str = "") -> FrameSettings:
         """The frame parameters of one request (its own max_frame_age) on ``camera``."""
-        values = self._cameras.values(camera, self._parameter_values())
+        # Only what a camera may set for itself is looked up through its overrides.
+        own = ("sync_slop", "sync_wait", "depth.scale")
+        values = self._cameras.values(camera, {name: self._param(name) for name in own})
         return FrameSettings(
             max_frame_age=max_frame_age,
             sync_slop=float(values["sync_slop"]),
