@@ -27,7 +27,6 @@ from node_harness import (
     Rig,
     openai_params,
     running_node,
-    wait_all,
 )
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
 from script_process import ScriptProcess
@@ -254,26 +253,10 @@ def test_query_all_as_an_action(node, rig: Rig) -> None:
     assert ["wrist"] in feedback
 
 
-def _set(rig: Rig, **values: Any) -> None:
-    """``ros2 param set`` on the node (asked again if a response is lost: setting is
-    idempotent)."""
-    from rclpy.parameter import Parameter
-    from rclpy.parameter_client import AsyncParameterClient
-
-    with rig.side_node("cameras_parameters") as side:
-        client = AsyncParameterClient(side, NODE)
-        assert client.wait_for_services(timeout_sec=20.0), "no parameter services"
-        parameters = [Parameter(name.replace("__", "."), value=v) for name, v in values.items()]
-        for _ in range(3):
-            (response,) = wait_all([client.set_parameters(parameters)], 20.0)
-            if response is not None:
-                assert all(r.successful for r in response.results), response
-                return
-    raise AssertionError("no response to setting the parameters")
-
-
 def test_continuous_mode_asks_the_cameras_in_turn(node, rig: Rig) -> None:
-    _set(rig, continuous_question=QUESTION, continuous_options="in front|behind", rate_hz=4.0)
+    rig.set_parameters(
+        {"continuous_question": QUESTION, "continuous_options": "in front|behind", "rate_hz": 4.0}
+    )
     seen: list[str] = []
     try:
         deadline = time.monotonic() + 20.0
@@ -282,7 +265,7 @@ def test_continuous_mode_asks_the_cameras_in_turn(node, rig: Rig) -> None:
                 seen = [a.camera for a in rig.answers if a.request_id.startswith("continuous")]
             time.sleep(0.2)
     finally:
-        _set(rig, rate_hz=0.0)
+        rig.set_parameters({"rate_hz": 0.0})
     assert len(seen) >= 4 and set(seen) == set(CAMERAS), seen
     # In turn, one standing request at a time: consecutive answers come from the two cameras.
     assert all(a != b for a, b in itertools.pairwise(seen)), seen

@@ -16,9 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from node_harness import NODE, SCRIPTED_OBJECTS, Rig, openai_params, running_node, wait_all
-from rclpy.parameter import Parameter
-from rclpy.parameter_client import AsyncParameterClient
+from node_harness import NODE, SCRIPTED_OBJECTS, Rig, openai_params, running_node
 from vision_msgs.msg import Detection2DArray, Detection3DArray
 
 TOLERANCE_M = 0.01
@@ -74,19 +72,6 @@ def received(node, rig: Rig) -> Iterator[Received]:
             time.sleep(0.1)
         time.sleep(1.0)  # the publisher's side of the match
         yield store
-
-
-def _set(rig: Rig, name: str, value: bool) -> None:
-    """``ros2 param set`` (asked again if a response is lost: setting is idempotent)."""
-    with rig.side_node("detections_parameters") as side:
-        client = AsyncParameterClient(side, NODE)
-        assert client.wait_for_services(timeout_sec=20.0), "no parameter services"
-        for _ in range(3):
-            (response,) = wait_all([client.set_parameters([Parameter(name, value=value)])], 20)
-            if response is not None:
-                assert all(r.successful for r in response.results), response
-                return
-    raise AssertionError(f"no response to setting {name}")
 
 
 def _xyz(vector: Any) -> np.ndarray:
@@ -145,7 +130,7 @@ def test_detections_carry_the_scene_graphs_objects(node, rig: Rig, received: Rec
 
 
 def test_each_output_has_its_off_switch(node, rig: Rig, received: Received) -> None:
-    _set(rig, "detections.publish_3d", False)
+    rig.set_parameters({"detections.publish_3d": False})
     try:
         response = rig.query()
         assert response.success, response.message
@@ -154,7 +139,7 @@ def test_each_output_has_its_off_switch(node, rig: Rig, received: Received) -> N
         time.sleep(1.0)
         assert received.count("3d", stamp) == 0
     finally:
-        _set(rig, "detections.publish_3d", True)
+        rig.set_parameters({"detections.publish_3d": True})
     response = rig.query()
     assert response.success, response.message
     received.for_stamp("3d", response.answer.scene_graph.header.stamp)

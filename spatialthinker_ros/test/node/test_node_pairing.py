@@ -22,8 +22,7 @@ from typing import Any
 
 import pytest
 from lifecycle_msgs.msg import Transition
-from node_harness import NODE, Rig, openai_params, running_node, wait_all
-from rclpy.parameter import Parameter
+from node_harness import NODE, Rig, openai_params, running_node, set_parameters, wait_all
 from rclpy.parameter_client import AsyncParameterClient
 from script_process import ScriptProcess
 
@@ -69,16 +68,6 @@ def parameters(rig) -> Iterator[AsyncParameterClient]:
         client = AsyncParameterClient(side, NODE)
         assert client.wait_for_services(timeout_sec=20.0), "no parameter services"
         yield client
-
-
-def _set_sync_wait(client: AsyncParameterClient, value: float) -> None:
-    """``ros2 param set sync_wait`` (asked again if a response is lost: setting is idempotent)."""
-    for _ in range(3):
-        (response,) = wait_all([client.set_parameters([Parameter("sync_wait", value=value)])], 20)
-        if response is not None:
-            assert all(r.successful for r in response.results), response
-            return
-    raise AssertionError("no response to setting sync_wait")
 
 
 def _seconds(stamp: Any) -> float:
@@ -159,7 +148,7 @@ def test_every_answer_has_3d_whatever_the_depth_timing(
     node, rig, camera, parameters, settings: dict[str, Any], sync_wait: float
 ) -> None:
     camera.set(**{**DEFAULT_CAMERA, **settings})
-    _set_sync_wait(parameters, sync_wait)
+    set_parameters(parameters, {"sync_wait": sync_wait})
     if settings.get("info") == "latched":
         # camera_info was published once, before the node subscribes again: only a
         # subscription that asks for the latched message gets it.

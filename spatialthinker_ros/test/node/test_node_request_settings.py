@@ -22,9 +22,8 @@ from node_harness import (
     openai_params,
     running_node,
     scripted_reply,
-    wait_all,
+    set_parameters,
 )
-from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
 from scripted_openai_server import ScriptedOpenAIServer, StreamReply
 from streaming_replies import REASONING_SENTENCE
@@ -57,22 +56,6 @@ def node(server, rig):
     extra = {"model": "request-settings", "max_batch_size": 1, "request_timeout": 60.0, **START}
     with running_node(rig, openai_params(server.base_url, extra)) as process:
         yield process
-
-
-def _set_parameters(client: AsyncParameterClient, values: dict[str, Any]) -> None:
-    """``ros2 param set`` for each of ``values``, each accepted. Setting a value is idempotent,
-    so a call whose response is lost (Jazzy's Fast DDS can drop the first response to a new
-    client) is simply made again."""
-    assert client.wait_for_services(timeout_sec=20.0), "the node's parameter services never came"
-    parameters = [Parameter(name, value=value) for name, value in values.items()]
-    for _ in range(3):
-        (response,) = wait_all([client.set_parameters(parameters)], 20.0)
-        if response is not None:
-            break
-    else:
-        raise AssertionError(f"no response to setting {values}")
-    refused = [r.reason for r in response.results if not r.successful]
-    assert not refused, refused
 
 
 def _graph(graph: Any) -> dict[str, Any]:
@@ -114,7 +97,7 @@ def test_a_parameter_changed_mid_request_applies_from_the_next_request(node, rig
             handle = rig.wait_future(send, 20)
             assert handle.accepted
             assert scene_seen.wait(60), "no feedback brought the scene graph"
-            _set_parameters(client, CHANGED)
+            set_parameters(client, CHANGED)
             changed.set()
             result = rig.wait_future(handle.get_result_async(), 60).result
             assert result.success, result.message
@@ -138,4 +121,4 @@ def test_a_parameter_changed_mid_request_applies_from_the_next_request(node, rig
             assert (after.up.x, after.up.y, after.up.z) != (0.0, 0.0, 0.0)
         finally:
             changed.set()  # never leave the server's stream held
-            _set_parameters(client, START)
+            set_parameters(client, START)
