@@ -121,9 +121,10 @@ def main() -> int:
     parser.add_argument("--server-delay", type=float, default=0.2, help="scripted model seconds")
     args = parser.parse_args()
 
-    from bench_node import Camera
+    from bench_node import PREFIX
     from diagnostic_msgs.msg import DiagnosticArray
     from node_harness import NodeProcess, Rig, scripted_reply
+    from script_process import ScriptProcess
     from scripted_openai_server import ScriptedOpenAIServer
 
     from spatialthinker_ros.core.synthetic_scene import demo_scene
@@ -148,7 +149,8 @@ def main() -> int:
             },
             remaps=remaps,
         )
-        camera = Camera(args.rate)  # test/fixtures/camera_process.py, publishing on /bench/*
+        # test/fixtures/camera_process.py, publishing on /bench/*
+        camera = ScriptProcess("camera_process.py", PREFIX, str(args.rate))
         rig = Rig(scene, rate_hz=0.001)
         rig.camera_on = False
         diagnostics_times: list[float] = []
