@@ -6,11 +6,14 @@ Examples:
     ros2 launch spatialthinker_ros spatialthinker.launch.py namespace:=left \\
         image_topic:=/left/color/image_raw depth_topic:=/left/aligned_depth_to_color/image_raw \\
         camera_info_topic:=/left/color/camera_info
+    ros2 launch spatialthinker_ros spatialthinker.launch.py cameras:=front,wrist
 
 The node subscribes to the relative topics ``image``, ``depth`` and ``camera_info`` (remapped
-here) and publishes ``~/scene_graph``, ``~/answer``, ``~/markers``, ``~/debug_image`` and
-``/diagnostics``. It is a lifecycle node that configures and activates itself (parameter
-``autostart``, true by default), so nothing has to be started by hand. On Ctrl-C it
+here; with ``cameras`` each camera's ``<camera>/image``, ``<camera>/depth`` and
+``<camera>/camera_info``, remapped by the ``cameras_*_topic`` patterns) and publishes
+``~/scene_graph``, ``~/answer``, ``~/markers``, ``~/debug_image`` and ``/diagnostics``. It is
+a lifecycle node that configures and activates itself (parameter ``autostart``, true by
+default), so nothing has to be started by hand. On Ctrl-C it
 deactivates, cleans up (the model leaves the GPU) and shuts down, publishing each transition on
 ``~/transition_event``.
 
@@ -23,19 +26,24 @@ Jazzy's Fast DDS 2.14 reads only ``FASTRTPS_DEFAULT_PROFILES_FILE``, Kilted's Fa
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, LogInfo
+from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
 from launch.conditions import IfCondition
 from launch.substitutions import EnvironmentVariable, LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
 from launch_ros.parameter_descriptions import ParameterValue
 
+from spatialthinker_ros.answering.parameters import check_cameras
 from spatialthinker_ros.core.backends import BACKEND_NAMES
 from spatialthinker_ros.ros.fastdds import PROFILE_VARIABLES, profile_variables
 
 PACKAGE = "spatialthinker_ros"
+# The arguments with each camera's topics; their defaults are the topics a RealSense or Orbbec
+# driver started under the camera's name publishes.
+CAMERA_TOPIC_ARGUMENTS = ("cameras_image_topic", "cameras_depth_topic", "cameras_info_topic")
 
 
 def _installed(package: str) -> bool:
@@ -44,6 +52,39 @@ def _installed(package: str) -> bool:
     except PackageNotFoundError:
         return False
     return True
+
+
+def camera_names(text: str) -> list[str]:
+    """The ``cameras`` launch argument as names: ``front,wrist``, ``front wrist`` or
+    ``[front, wrist]``; empty for one camera on the plain topics.
+
+    Raises:
+        ValueError: A name the node would refuse (its own rule), or a name given twice.
+    """
+    names = text.replace("[", " ").replace("]", " ").replace(",", " ").split()
+    problem = check_cameras(names)
+    if problem:
+        raise ValueError(f"launch argument cameras:={text!r}: {problem}")
+    return names
+
+
+def camera_remappings(names: list[str], patterns: dict[str, str]) -> list[tuple[str, str]]:
+    """Each camera's input names remapped to its topics (``{camera}`` in ``patterns``, keyed as
+    :data:`CAMERA_TOPIC_ARGUMENTS`, replaced by its name), transports included: ROS 2 remaps
+    whole names, so ``image`` does not carry ``image/compressed`` along."""
+    remaps = []
+    for name in names:
+        image = patterns["cameras_image_topic"].replace("{camera}", name)
+        depth = patterns["cameras_depth_topic"].replace("{camera}", name)
+        info = patterns["cameras_info_topic"].replace("{camera}", name)
+        remaps += [
+            (f"{name}/image", image),
+            (f"{name}/image/compressed", f"{image}/compressed"),
+            (f"{name}/depth", depth),
+            (f"{name}/depth/compressedDepth", f"{depth}/compressedDepth"),
+            (f"{name}/camera_info", info),
+        ]
+    return remaps
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -114,6 +155,32 @@ def generate_launch_description() -> LaunchDescription:
             description="Camera info of the colour image, remapped to the node's 'camera_info'.",
         ),
         DeclareLaunchArgument(
+            "cameras",
+            default_value="",
+            description="Several cameras on one model: their names, e.g. 'front,wrist' (sets the"
+            " node's cameras parameter, over the params file, and remaps each camera's inputs by"
+            " the cameras_*_topic patterns). Empty: one camera on image_topic, depth_topic and"
+            " camera_info_topic, or the params file's cameras.",
+        ),
+        DeclareLaunchArgument(
+            "cameras_image_topic",
+            default_value="/{camera}/color/image_raw",
+            description="With cameras: each camera's colour image topic, {camera} replaced by"
+            " its name.",
+        ),
+        DeclareLaunchArgument(
+            "cameras_depth_topic",
+            default_value="/{camera}/aligned_depth_to_color/image_raw",
+            description="With cameras: each camera's registered depth topic, {camera} replaced"
+            " by its name.",
+        ),
+        DeclareLaunchArgument(
+            "cameras_info_topic",
+            default_value="/{camera}/color/camera_info",
+            description="With cameras: each camera's camera info topic, {camera} replaced by"
+            " its name.",
+        ),
+        DeclareLaunchArgument(
             "use_rviz",
             default_value="false",
             choices=["true", "false"],
@@ -132,33 +199,45 @@ def generate_launch_description() -> LaunchDescription:
         ),
     ]
 
-    node = LifecycleNode(
-        package=PACKAGE,
-        executable="spatialthinker_node",
-        name="spatialthinker",
-        namespace=namespace,
-        # Launch arguments come last so they win over the params file. Typed as strings:
-        # a value YAML reads as a number (model:=123) would otherwise stop the node.
-        parameters=[
-            params_file,
-            {
-                "model": ParameterValue(model, value_type=str),
-                "backend": ParameterValue(backend, value_type=str),
-            },
-        ],
-        remappings=[
+    def launch_node(context: Any) -> list[LifecycleNode]:
+        # The camera list decides how many remappings there are: known only at launch time.
+        names = camera_names(LaunchConfiguration("cameras").perform(context))
+        overrides = {
+            "model": ParameterValue(model, value_type=str),
+            "backend": ParameterValue(backend, value_type=str),
+        }
+        remappings = [
             ("image", image_topic),
             # Remapping 'image' does not touch 'image/compressed': ROS 2 remaps whole names.
             ("image/compressed", [image_topic, "/compressed"]),
             ("depth", depth_topic),
+            ("depth/compressedDepth", [depth_topic, "/compressedDepth"]),
             ("camera_info", camera_info_topic),
-        ],
-        output="screen",
-        emulate_tty=True,
-        additional_env={
-            name: fastdds_profile for name in profile_variables(os.environ.get("ROS_DISTRO", ""))
-        },
-    )
+        ]
+        if names:
+            # (An empty list cannot be passed: ROS 2's parameter YAML refuses it.)
+            overrides["cameras"] = names
+            patterns = {
+                name: LaunchConfiguration(name).perform(context) for name in CAMERA_TOPIC_ARGUMENTS
+            }
+            remappings += camera_remappings(names, patterns)
+        node = LifecycleNode(
+            package=PACKAGE,
+            executable="spatialthinker_node",
+            name="spatialthinker",
+            namespace=namespace,
+            # Launch arguments come last so they win over the params file. Typed as strings:
+            # a value YAML reads as a number (model:=123) would otherwise stop the node.
+            parameters=[params_file, overrides],
+            remappings=remappings,
+            output="screen",
+            emulate_tty=True,
+            additional_env={
+                name: fastdds_profile
+                for name in profile_variables(os.environ.get("ROS_DISTRO", ""))
+            },
+        )
+        return [node]
 
     if _installed("rviz2"):
         rviz = Node(
@@ -177,4 +256,4 @@ def generate_launch_description() -> LaunchDescription:
             condition=IfCondition(use_rviz),
         )
 
-    return LaunchDescription([*arguments, node, rviz])
+    return LaunchDescription([*arguments, OpaqueFunction(function=launch_node), rviz])

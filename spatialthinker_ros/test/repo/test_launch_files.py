@@ -35,6 +35,10 @@ EXPECTED_ARGUMENTS = {
     "image_topic": "/camera/color/image_raw",
     "depth_topic": "/camera/aligned_depth_to_color/image_raw",
     "camera_info_topic": "/camera/color/camera_info",
+    "cameras": "",
+    "cameras_image_topic": "/{camera}/color/image_raw",
+    "cameras_depth_topic": "/{camera}/aligned_depth_to_color/image_raw",
+    "cameras_info_topic": "/{camera}/color/camera_info",
     "use_rviz": "false",
     "fastdds_profile": None,  # a substitution: the environment's profile, else the shipped one
 }
@@ -197,7 +201,17 @@ class _Recorded:
         self.kwargs = kwargs
 
 
+class _Context:
+    """Stand-in for a launch context: the launch arguments' values."""
+
+    def __init__(self, launch_configurations: dict[str, Any]) -> None:
+        self.launch_configurations = launch_configurations
+
+
 class _LaunchConfiguration(_Recorded):
+    def perform(self, context: _Context) -> str:
+        return context.launch_configurations[self.args[0]]
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, _LaunchConfiguration) and self.args == other.args
 
@@ -227,11 +241,20 @@ class _ParameterValue(_Equal):
     pass
 
 
-def _describe(share: Path, installed: set[str]) -> dict[str, Any]:
-    """Run generate_launch_description(); packages not in ``installed`` are not found."""
+def _describe(
+    share: Path, installed: set[str], arguments: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Run generate_launch_description(), and its opaque functions as ``ros2 launch`` would with
+    ``arguments`` over the declared defaults; packages not in ``installed`` are not found."""
     classes = {
         name: type(name, (_Recorded,), {})
-        for name in ("LaunchDescription", "DeclareLaunchArgument", "IfCondition", "LogInfo")
+        for name in (
+            "LaunchDescription",
+            "DeclareLaunchArgument",
+            "IfCondition",
+            "LogInfo",
+            "OpaqueFunction",
+        )
     }
     classes["LifecycleNode"] = type("LifecycleNode", (_Recorded,), {})
     classes["Node"] = type("Node", (_Recorded,), {})
@@ -240,6 +263,7 @@ def _describe(share: Path, installed: set[str]) -> dict[str, Any]:
         "launch.actions": {
             "DeclareLaunchArgument": classes["DeclareLaunchArgument"],
             "LogInfo": classes["LogInfo"],
+            "OpaqueFunction": classes["OpaqueFunction"],
         },
         "launch.conditions": {"IfCondition": classes["IfCondition"]},
         "launch.substitutions": {
@@ -281,6 +305,11 @@ def _describe(share: Path, installed: set[str]) -> dict[str, Any]:
     actions: dict[str, list[_Recorded]] = {}
     for action in result.args[0]:
         actions.setdefault(type(action).__name__, []).append(action)
+    values = {a.args[0]: a.kwargs["default_value"] for a in actions["DeclareLaunchArgument"]}
+    context = _Context({**values, **(arguments or {})})
+    for opaque in actions.get("OpaqueFunction", []):
+        for action in opaque.kwargs["function"](context):
+            actions.setdefault(type(action).__name__, []).append(action)
     return {"actions": actions, "share": share / PACKAGE}
 
 
@@ -316,12 +345,81 @@ def test_node_wiring(description) -> None:
         },
     ]
     remaps = dict(kwargs["remappings"])
-    assert remaps["image"] == _config("image_topic")
-    assert remaps["depth"] == _config("depth_topic")
-    assert remaps["camera_info"] == _config("camera_info_topic")
-    assert remaps["image/compressed"] == [_config("image_topic"), "/compressed"]
+    assert remaps == {
+        "image": _config("image_topic"),
+        "depth": _config("depth_topic"),
+        "camera_info": _config("camera_info_topic"),
+        # Transports have names of their own (ROS 2 remaps whole names).
+        "image/compressed": [_config("image_topic"), "/compressed"],
+        "depth/compressedDepth": [_config("depth_topic"), "/compressedDepth"],
+    }
     assert kwargs["output"] == "screen"
     assert kwargs["emulate_tty"] is True
+
+
+def _node_topics(camera: str) -> set[str]:
+    """The input names the node subscribes to for ``camera`` ("": the single camera), every
+    transport."""
+    from spatialthinker_ros.ros.node_inputs import DEPTH_TOPICS, IMAGE_TOPICS
+
+    names = [topic for topic, _type in (*IMAGE_TOPICS.values(), *DEPTH_TOPICS.values())]
+    return {f"{camera}/{name}" if camera else name for name in [*names, "camera_info"]}
+
+
+@pytest.mark.parametrize("given", ["front,wrist", "front wrist", "[front, wrist]"])
+def test_cameras_argument_sets_the_list_and_remaps_every_camera_s_inputs(
+    tmp_path: Path, given: str
+) -> None:
+    actions = _describe(tmp_path, {PACKAGE}, {"cameras": given})["actions"]
+    (node,) = actions["LifecycleNode"]
+    overrides = node.kwargs["parameters"][1]
+    assert overrides["cameras"] == ["front", "wrist"]
+    remaps = dict(node.kwargs["remappings"])
+    # Every name the node subscribes to for each camera is remapped, to that camera's topics.
+    for camera in ("front", "wrist"):
+        assert _node_topics(camera) <= set(remaps), sorted(remaps)
+        assert remaps[f"{camera}/image"] == f"/{camera}/color/image_raw"
+        assert remaps[f"{camera}/image/compressed"] == f"/{camera}/color/image_raw/compressed"
+        assert remaps[f"{camera}/depth"] == f"/{camera}/aligned_depth_to_color/image_raw"
+        assert (
+            remaps[f"{camera}/depth/compressedDepth"]
+            == f"/{camera}/aligned_depth_to_color/image_raw/compressedDepth"
+        )
+        assert remaps[f"{camera}/camera_info"] == f"/{camera}/color/camera_info"
+
+
+def test_cameras_topic_patterns_are_arguments(tmp_path: Path) -> None:
+    arguments = {
+        "cameras": "head",
+        "cameras_image_topic": "/robot/{camera}_rgb/image",
+        "cameras_depth_topic": "/robot/{camera}_depth/image",
+        "cameras_info_topic": "/robot/{camera}_rgb/info",
+    }
+    (node,) = _describe(tmp_path, {PACKAGE}, arguments)["actions"]["LifecycleNode"]
+    remaps = dict(node.kwargs["remappings"])
+    assert remaps["head/image"] == "/robot/head_rgb/image"
+    assert remaps["head/depth"] == "/robot/head_depth/image"
+    assert remaps["head/camera_info"] == "/robot/head_rgb/info"
+
+
+def test_without_cameras_the_params_file_keeps_its_list(description) -> None:
+    # No 'cameras' override (ROS 2's parameter YAML cannot carry an empty list): the params
+    # file's list, or the single camera, stays.
+    (node,) = description["actions"]["LifecycleNode"]
+    assert "cameras" not in node.kwargs["parameters"][1]
+    assert {name for name, _topic in node.kwargs["remappings"]} == _node_topics("")
+
+
+@pytest.mark.parametrize(
+    ("given", "problem"),
+    [("front,front", "twice"), ("front,2nd", "2nd"), ("front-left", "front-left")],
+)
+def test_a_camera_name_the_node_would_refuse_stops_the_launch_naming_it(
+    tmp_path: Path, given: str, problem: str
+) -> None:
+    with pytest.raises(ValueError, match="cameras") as raised:
+        _describe(tmp_path, {PACKAGE}, {"cameras": given})
+    assert problem in str(raised.value)
 
 
 @pytest.mark.parametrize(
