@@ -155,6 +155,12 @@ def generate_launch_description() -> LaunchDescription:
             description="Camera info of the colour image, remapped to the node's 'camera_info'.",
         ),
         DeclareLaunchArgument(
+            "target_frame",
+            default_value="",
+            description="Frame every answer's 3D is reported in, e.g. base_link (over the params"
+            " file when given) and RViz's fixed frame. Empty: the params file's target_frame.",
+        ),
+        DeclareLaunchArgument(
             "cameras",
             default_value="",
             description="Several cameras on one model: their names, e.g. 'front,wrist' (sets the"
@@ -206,6 +212,9 @@ def generate_launch_description() -> LaunchDescription:
             "model": ParameterValue(model, value_type=str),
             "backend": ParameterValue(backend, value_type=str),
         }
+        target_frame = LaunchConfiguration("target_frame").perform(context)
+        if target_frame:
+            overrides["target_frame"] = ParameterValue(target_frame, value_type=str)
         remappings = [
             ("image", image_topic),
             # Remapping 'image' does not touch 'image/compressed': ROS 2 remaps whole names.
@@ -239,21 +248,28 @@ def generate_launch_description() -> LaunchDescription:
         )
         return [node]
 
-    if _installed("rviz2"):
+    def launch_rviz(context: Any) -> list[Node | LogInfo]:
+        if not _installed("rviz2"):
+            # A missing rviz2 would fail the launch halfway, with the node already running.
+            message = (
+                "use_rviz:=true but rviz2 is not installed (sudo apt install"
+                " ros-$ROS_DISTRO-rviz2): running the node without RViz"
+            )
+            return [LogInfo(msg=message, condition=IfCondition(use_rviz))]
+        rviz_arguments = ["-d", rviz_config]
+        target_frame = LaunchConfiguration("target_frame").perform(context)
+        if target_frame:
+            rviz_arguments += ["-f", target_frame]  # the answers' frame, over the config's
         rviz = Node(
             package="rviz2",
             executable="rviz2",
             name="rviz2",
-            arguments=["-d", rviz_config],
+            arguments=rviz_arguments,
             condition=IfCondition(use_rviz),
             output="screen",
         )
-    else:
-        # A missing rviz2 would fail the launch halfway, with the node already running.
-        rviz = LogInfo(
-            msg="use_rviz:=true but rviz2 is not installed (sudo apt install"
-            " ros-$ROS_DISTRO-rviz2): running the node without RViz",
-            condition=IfCondition(use_rviz),
-        )
+        return [rviz]
 
-    return LaunchDescription([*arguments, OpaqueFunction(function=launch_node), rviz])
+    return LaunchDescription(
+        [*arguments, OpaqueFunction(function=launch_node), OpaqueFunction(function=launch_rviz)]
+    )

@@ -35,6 +35,7 @@ EXPECTED_ARGUMENTS = {
     "image_topic": "/camera/color/image_raw",
     "depth_topic": "/camera/aligned_depth_to_color/image_raw",
     "camera_info_topic": "/camera/color/camera_info",
+    "target_frame": "",
     "cameras": "",
     "cameras_image_topic": "/{camera}/color/image_raw",
     "cameras_depth_topic": "/{camera}/aligned_depth_to_color/image_raw",
@@ -486,6 +487,22 @@ def test_rviz_only_when_asked(description) -> None:
 # ---------------------------------------------------------------------------------------------
 # RViz config
 # ---------------------------------------------------------------------------------------------
+
+
+def test_target_frame_argument_sets_the_node_s_and_rviz_s_fixed_frame(tmp_path: Path) -> None:
+    described = _describe(tmp_path, {PACKAGE, "rviz2"}, {"target_frame": "base_link"})
+    (node,) = described["actions"]["LifecycleNode"]
+    assert node.kwargs["parameters"][1]["target_frame"] == _ParameterValue(
+        "base_link", value_type=str
+    )
+    (rviz,) = described["actions"]["Node"]
+    config = str(described["share"] / "config" / "spatialthinker.rviz")
+    assert rviz.kwargs["arguments"] == ["-d", config, "-f", "base_link"]
+
+
+def test_without_target_frame_the_params_file_s_stays(description) -> None:
+    (node,) = description["actions"]["LifecycleNode"]
+    assert "target_frame" not in node.kwargs["parameters"][1]
 
 
 def test_rviz_config_matches_the_node_outputs(node_call) -> None:
