@@ -36,7 +36,7 @@ from launch.substitutions import EnvironmentVariable, LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
 from launch_ros.parameter_descriptions import ParameterValue
 
-from spatialthinker_ros.answering.parameters import check_cameras
+from spatialthinker_ros.answering.parameters import check_cameras, split_camera_list
 from spatialthinker_ros.core.backends import BACKEND_NAMES
 from spatialthinker_ros.ros.fastdds import PROFILE_VARIABLES, profile_variables
 
@@ -61,7 +61,7 @@ def camera_names(text: str) -> list[str]:
     Raises:
         ValueError: A name the node would refuse (its own rule), or a name given twice.
     """
-    names = text.replace("[", " ").replace("]", " ").replace(",", " ").split()
+    names = split_camera_list(text)
     problem = check_cameras(names)
     if problem:
         raise ValueError(f"launch argument cameras:={text!r}: {problem}")

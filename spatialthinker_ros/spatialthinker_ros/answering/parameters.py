@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -458,6 +458,12 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "",
         "Continuous mode: the options, separated by '|' (e.g. 'left|right'); '' for none.",
     ),
+    ParamSpec(
+        "continuous_cameras",
+        "",
+        "Continuous mode: the cameras asked in turn, of 'cameras', separated by ','"
+        " (e.g. 'front,wrist'); '' = every camera.",
+    ),
     # Limits and outputs
     ParamSpec(
         "max_question_chars",
@@ -532,6 +538,22 @@ def check_cameras(names: Any) -> str | None:
     return None
 
 
+def split_camera_list(text: str) -> list[str]:
+    """Camera names written as ``front,wrist``, ``front wrist`` or ``[front, wrist]``; '' gives
+    none."""
+    return text.replace("[", " ").replace("]", " ").replace(",", " ").split()
+
+
+def check_continuous_cameras(text: str, cameras: Sequence[str]) -> str | None:
+    """Why ``continuous_cameras`` (``text``) names a camera the node does not serve; None when
+    every name is one of ``cameras``."""
+    unknown = [name for name in split_camera_list(text) if name not in cameras]
+    if not unknown:
+        return None
+    served = f"the cameras are {', '.join(cameras)}" if cameras else "'cameras' is empty"
+    return f"continuous_cameras names {', '.join(map(repr, unknown))}: {served}"
+
+
 def validate_camera_value(name: str, value: Any) -> str | None:
     """Check a per-camera override (``name`` without the camera prefix): the inheriting value,
     or one the node's parameter of that name accepts."""
@@ -601,6 +623,12 @@ def validate_all(values: Mapping[str, Any]) -> str | None:
     """
     for name, value in values.items():
         reason = validate(name, value)
+        if reason:
+            return reason
+    if "continuous_cameras" in values:
+        reason = check_continuous_cameras(
+            str(values["continuous_cameras"]), list(values.get("cameras") or [])
+        )
         if reason:
             return reason
     for lower, upper, strict in ORDERED_PAIRS:

@@ -1,5 +1,5 @@
 """Continuous mode: a standing question asked on the latest frame at ``rate_hz``, of each camera
-in turn (``rate_hz`` in total).
+(or each of ``continuous_cameras``) in turn (``rate_hz`` in total).
 
 One standing question at a time (a tick while the last one runs is skipped, so stale frames never
 pile up), at low priority behind on-demand queries. What goes wrong is kept in the node's input
@@ -8,14 +8,13 @@ errors, where ``/diagnostics`` shows it.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from rclpy.callback_groups import CallbackGroup
 from rclpy.node import Node
 
-from spatialthinker_ros.answering.parameters import split_options
+from spatialthinker_ros.answering.parameters import split_camera_list, split_options
 from spatialthinker_ros.answering.pipeline import RequestRejected
 from spatialthinker_ros.core.engine import Priority
 from spatialthinker_ros.ros.node_calls import PendingRequest
@@ -29,11 +28,13 @@ class ContinuousMode:
 
     Args:
         node: The node (its parameters ``rate_hz``, ``continuous_question``,
-            ``continuous_options`` and ``request_timeout`` are read at each tick).
+            ``continuous_options``, ``continuous_cameras`` and ``request_timeout`` are read at
+            each tick).
         group: The callback group of the timer.
         start_request: The node's way to start a request (raises RequestRejected).
         errors: The node's input errors (key ``continuous``).
-        cameras: The cameras to ask in turn ("" for the single camera).
+        cameras: The node's cameras, asked in turn unless ``continuous_cameras`` lists some
+            ("" for the single camera).
     """
 
     def __init__(
@@ -45,7 +46,8 @@ class ContinuousMode:
         cameras: Sequence[str] = ("",),
     ) -> None:
         self._node = node
-        self._cameras = itertools.cycle(list(cameras) or [""])
+        self._cameras = list(cameras) or [""]
+        self._turn = 0  # how many standing questions were started: whose turn it is
         self._group = group
         self._start_request = start_request
         self._errors = errors
@@ -69,6 +71,14 @@ class ContinuousMode:
             self._node.destroy_timer(self._timer)
             self._timer = None
 
+    def _next_camera(self) -> str:
+        """The camera whose turn it is, of ``continuous_cameras`` (read now, so a change applies
+        at the next tick) or else of every camera."""
+        listed = split_camera_list(str(self._param("continuous_cameras"))) or self._cameras
+        camera = listed[self._turn % len(listed)]
+        self._turn += 1
+        return camera
+
     async def _tick(self) -> None:
         question = str(self._param("continuous_question"))
         if not question.strip():
@@ -84,7 +94,7 @@ class ContinuousMode:
                 max(1.0 / float(self._param("rate_hz")), float(self._param("request_timeout"))),
                 Priority.CONTINUOUS,
                 "continuous",
-                camera=next(self._cameras),
+                camera=self._next_camera(),
             )
             self._errors.pop("continuous", None)
         except RequestRejected as error:

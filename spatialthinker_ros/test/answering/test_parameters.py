@@ -13,6 +13,7 @@ from spatialthinker_ros.answering.parameters import (
     PARAMETERS,
     PARAMETERS_BY_NAME,
     camera_values,
+    split_camera_list,
     split_options,
     validate,
     validate_all,
@@ -112,6 +113,32 @@ def test_ordered_pairs_are_checked_together() -> None:
 def test_camera_names_are_checked(names, problem) -> None:
     reason = validate_all({"cameras": names})
     assert (reason is None) if problem is None else (problem in reason), reason
+
+
+@pytest.mark.parametrize("text", ["front,wrist", "front wrist", " [front, wrist] "])
+def test_camera_lists_are_written_as_people_write_them(text) -> None:
+    assert split_camera_list(text) == ["front", "wrist"]
+    assert split_camera_list("") == split_camera_list(" ") == []
+
+
+@pytest.mark.parametrize(
+    ("cameras", "continuous", "problem"),
+    [
+        (["front", "wrist"], "", None),
+        (["front", "wrist"], "wrist", None),
+        (["front", "wrist"], "wrist, front", None),
+        (
+            ["front", "wrist"],
+            "rear",
+            "continuous_cameras names 'rear': the cameras are front, wrist",
+        ),
+        ([], "front", "continuous_cameras names 'front': 'cameras' is empty"),
+        ([], "", None),
+    ],
+)
+def test_continuous_cameras_are_cameras_the_node_serves(cameras, continuous, problem) -> None:
+    reason = validate_all({"cameras": cameras, "continuous_cameras": continuous})
+    assert reason == problem
 
 
 def test_a_cameras_own_parameters_override_the_nodes_or_inherit_them() -> None:

@@ -271,6 +271,40 @@ def test_continuous_mode_asks_the_cameras_in_turn(node, rig: Rig) -> None:
     assert all(a != b for a, b in itertools.pairwise(seen)), seen
 
 
+def _continuous_cameras(rig: Rig, count: int) -> list[str]:
+    """The cameras of the next ``count`` continuous-mode answers (at most 20 s)."""
+    with rig._lock:
+        before = sum(1 for a in rig.answers if a.request_id.startswith("continuous"))
+    seen: list[str] = []
+    deadline = time.monotonic() + 20.0
+    while time.monotonic() < deadline and len(seen) < count:
+        with rig._lock:
+            answers = [a.camera for a in rig.answers if a.request_id.startswith("continuous")]
+        seen = answers[before:]
+        time.sleep(0.2)
+    return seen
+
+
+def test_continuous_mode_asks_only_the_listed_cameras(node, rig: Rig) -> None:
+    # An unknown camera is refused with the reason, naming the cameras there are.
+    (reason,) = rig.set_parameters({"continuous_cameras": "rear"}, refused_ok=True)
+    assert "'rear'" in reason and "front, wrist" in reason, reason
+    rig.set_parameters(
+        {
+            "continuous_question": QUESTION,
+            "continuous_options": "in front|behind",
+            "continuous_cameras": "wrist",
+            "rate_hz": 4.0,
+        }
+    )
+    try:
+        seen = _continuous_cameras(rig, 3)
+    finally:
+        rig.set_parameters({"rate_hz": 0.0, "continuous_cameras": ""})
+    # (A standing question started before the change may still answer from the front camera.)
+    assert len(seen) >= 3 and set(seen[1:]) == {"wrist"}, seen
+
+
 def test_a_silent_camera_fails_only_its_own_answers(node, rig: Rig, cameras, query_all) -> None:
     cameras["wrist"].close()
     time.sleep(2.0)  # past the calls' max_frame_age (1 s): the wrist's newest frame is too old
