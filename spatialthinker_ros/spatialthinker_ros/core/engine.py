@@ -196,17 +196,28 @@ def to_source_pixels(
     return parsed
 
 
+# How long a request's answer waits for its text callback to finish with earlier text, so that
+# the callback sees the rest first; a consumer stuck longer loses the rest, not the answer.
+TEXT_FLUSH_WAIT_S = 0.5
+
+
 class _TextPump:
     """Hands streamed text to the requests' callbacks on one thread of its own.
 
     The backend's thread only appends here (microseconds); text that arrives while a callback
     runs is joined and delivered in one piece next, so a slow consumer costs the model
-    nothing. Text of a request that has ended is dropped.
+    nothing. As a request's output is complete, :meth:`flush` hands over what of its text is
+    still waiting, so its callback has seen all of it before its outcome is delivered; a
+    consumer stuck in the request's callback for longer than :data:`TEXT_FLUSH_WAIT_S` loses
+    that rest instead of holding up the answer. Text of a request that has ended otherwise
+    (cancelled, failed, timed out) is dropped.
     """
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._pending: dict[int, tuple[_Request, list[str]]] = {}
+        # Requests whose text the text thread has taken and not yet handed over.
+        self._in_hand: set[int] = set()
         self._thread: threading.Thread | None = None
         self._stopped = False
 
@@ -222,7 +233,21 @@ class _TextPump:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="engine-text", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            self._cond.notify_all()
+
+    def flush(self, request: _Request, wait_s: float) -> None:
+        """Hand the rest of ``request``'s text to its callback on the calling thread, after
+        what the text thread already holds of it (so the pieces keep their order), waiting for
+        that at most ``wait_s``. For a request whose backend has written its last text."""
+        with self._cond:
+            handed = self._cond.wait_for(
+                lambda: request.request_id not in self._in_hand or self._stopped, wait_s
+            )
+            if not handed:
+                return  # a consumer stuck in its callback: the rest is dropped as it ends
+            entry = self._pending.pop(request.request_id, None)
+        if entry is not None:
+            self._hand_over(*entry)
 
     def drop(self, request_id: int) -> None:
         with self._cond:
@@ -232,7 +257,7 @@ class _TextPump:
         with self._cond:
             self._stopped = True
             self._pending.clear()
-            self._cond.notify()
+            self._cond.notify_all()
             thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
@@ -246,14 +271,22 @@ class _TextPump:
                     return
                 ready = list(self._pending.values())
                 self._pending.clear()
+                self._in_hand = {request.request_id for request, _parts in ready}
             for request, parts in ready:
-                callback, frame = request.on_text, request.frame
-                if callback is None or frame is None or request.state == "done":
-                    continue
-                try:
-                    callback(StreamedText("".join(parts), frame.stated_size, frame.source_size))
-                except Exception:  # a consumer's bug must not stop the text of the others
-                    _LOG.exception("a request's text callback failed")
+                self._hand_over(request, parts)
+                with self._cond:
+                    self._in_hand.discard(request.request_id)
+                    self._cond.notify_all()
+
+    @staticmethod
+    def _hand_over(request: _Request, parts: list[str]) -> None:
+        callback, frame = request.on_text, request.frame
+        if callback is None or frame is None or request.state == "done":
+            return
+        try:
+            callback(StreamedText("".join(parts), frame.stated_size, frame.source_size))
+        except Exception:  # a consumer's bug must not stop the text of the others
+            _LOG.exception("a request's text callback failed")
 
 
 class _Request:
@@ -930,6 +963,8 @@ class InferenceEngine:
         if isinstance(output, BackendError):
             outcome: EngineResult | RequestFailed = RequestFailed(output.reason, "backend")
         else:
+            # The whole text reaches the request's text callback before its answer does.
+            self._text.flush(request, TEXT_FLUSH_WAIT_S)
             try:
                 parsed = to_source_pixels(
                     parse_output(

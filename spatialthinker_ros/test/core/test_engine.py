@@ -21,6 +21,7 @@ from spatialthinker_ros.core.backends import (
     GenerationSettings,
 )
 from spatialthinker_ros.core.engine import (
+    TEXT_FLUSH_WAIT_S,
     EngineConfig,
     EngineResult,
     InferenceEngine,
@@ -645,3 +646,57 @@ def test_answers_of_a_batch_are_delivered_while_a_batch_mate_stalls() -> None:
         finally:
             release.set()
             engine.shutdown("done")
+
+
+class StreamingBackendDouble(ControllableBackendDouble):
+    """Test double: writes each row's answer through its text callback in 8-character pieces,
+    as a streaming backend does, then returns the whole text. After the first piece it waits
+    for ``first_taken`` (set by the consumer), so the rest comes while the consumer is busy."""
+
+    supports_streaming = True
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.first_taken = threading.Event()
+
+    def generate_rows(self, batch):
+        outputs = self.generate(batch.images, batch.prompts, batch.settings, batch.cancel)
+        for index, output in enumerate(outputs):
+            callback = batch.on_text[index] if batch.on_text else None
+            if callback is not None and isinstance(output, BackendOutput):
+                for start in range(0, len(output.text), 8):
+                    callback(output.text[start : start + 8])
+                    if start == 0:
+                        assert self.first_taken.wait(WAIT), "the consumer never got text"
+            yield index, output
+
+
+def test_a_slow_text_consumer_sees_the_whole_text_before_the_answer() -> None:
+    # The consumer is still busy with the first piece when the backend has written the rest
+    # and returned: that rest must reach it before the answer does, not be dropped.
+    backend = StreamingBackendDouble(auto=True)
+    engine = _engine(backend)
+    events: list[tuple[str, str]] = []
+    lock = threading.Lock()
+
+    def on_text(streamed) -> None:
+        with lock:
+            first = not events
+            events.append(("text", streamed.text))
+        if first:
+            backend.first_taken.set()  # the backend writes the rest and returns meanwhile
+            time.sleep(TEXT_FLUSH_WAIT_S / 5)
+
+    try:
+        handle = engine.submit(_image(), "slow reader?", on_text=on_text)
+        handle.future.add_done_callback(lambda _f: events.append(("done", "")))
+        result = handle.result(WAIT)
+        deadline = time.monotonic() + WAIT
+        while not (events and events[-1][0] == "done") and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        engine.shutdown("done")
+    kinds = [kind for kind, _text in events]
+    assert kinds[-1] == "done" and kinds.count("done") == 1, kinds
+    assert len(kinds) >= 3  # the first piece alone, then the rest (in one or more pieces)
+    assert "".join(text for kind, text in events if kind == "text") == result.raw_text
