@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
-from rclpy.callback_groups import CallbackGroup, MutuallyExclusiveCallbackGroup
+from rclpy.callback_groups import CallbackGroup
 from rclpy.node import Node
 from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
 from rclpy.serialization import serialize_message
@@ -37,6 +37,7 @@ from spatialthinker_msgs.srv import Query
 from spatialthinker_ros.answering.pipeline import AnswerHandle, Progress, RequestRejected
 from spatialthinker_ros.core.engine import Priority
 from spatialthinker_ros.ros.ros_conversions import bounded
+from spatialthinker_ros.ros.timed_waits import steady_timer
 
 # History depth of the query service and action interfaces (requests and replies). Calls beyond
 # max_queue_size are refused at once, so this only has to hold what arrives between two takes
@@ -212,10 +213,9 @@ class QueryInterfaces:
             # default (15 min) would hold every answer of a busy robot in memory.
             result_timeout=60,
         )
-        self._watch_timer = node.create_timer(
-            WATCH_PERIOD_S, self._watch_waiting, callback_group=MutuallyExclusiveCallbackGroup()
-        )
-        self._watch_timer.cancel()  # runs only while calls wait
+        # Runs only while calls wait; on the steady clock, so that cancels and feedback go on
+        # while simulated time stands still.
+        self._watch_timer = steady_timer(node, WATCH_PERIOD_S, self._watch_waiting)
 
     @property
     def waiting(self) -> int:

@@ -30,7 +30,6 @@ from collections import deque
 from collections.abc import Callable
 
 from diagnostic_msgs.msg import KeyValue
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
 from tf2_msgs.msg import TFMessage
@@ -43,7 +42,7 @@ from spatialthinker_ros.answering.robot_frames import (
 )
 from spatialthinker_ros.core.transforms import TransformBuffer
 from spatialthinker_ros.ros.node_inputs import PolledCallbackGroup
-from spatialthinker_ros.ros.timed_waits import TimedWaits
+from spatialthinker_ros.ros.timed_waits import TimedWaits, steady_timer
 
 
 def _never_called(_message: TFMessage) -> None:
@@ -97,10 +96,9 @@ class TfListener:
         self.last_failure = ""
         self.rejected_total = 0
         self._tf_waits = TimedWaits(node, TF_WAIT_POLL_S, self.drain)
-        self._drain_timer = node.create_timer(
-            TF_DRAIN_PERIOD_S, self.drain, callback_group=MutuallyExclusiveCallbackGroup()
-        )
-        self._drain_timer.cancel()  # runs only while subscribed
+        # Runs only while subscribed; on the steady clock, like the waits (simulated time may
+        # stand still while TF still comes).
+        self._drain_timer = steady_timer(node, TF_DRAIN_PERIOD_S, self.drain)
 
     # ------------------------------------------------------------ subscriptions
 

@@ -4,6 +4,10 @@ frame's late depth (``node_inputs``), TF catching up with an image's stamp (``tf
 Awaiting holds no executor thread. A timer, running only while some request waits, takes what
 arrived (``poll``) and ends each wait whose condition holds or whose deadline has passed; ending
 one wakes the executor, which resumes the coroutine at once.
+
+The timer runs on the steady clock (:func:`steady_timer`), as every timer that bounds a wait
+does: a node on simulated time (``use_sim_time``) would otherwise stop looking while ``/clock``
+stands still (a paused bag, a simulator stopped), and its requests would wait for ever.
 """
 
 from __future__ import annotations
@@ -12,11 +16,26 @@ import threading
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
+from typing import Any
 
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 
-__all__ = ["TimedWaits"]
+__all__ = ["TimedWaits", "steady_timer"]
+
+
+def steady_timer(node: Node, period: float, callback: Callable[[], None]) -> Any:
+    """A timer of ``node`` on the steady clock, in a callback group of its own, created
+    cancelled (start it with ``reset()``): it fires whatever ``use_sim_time`` says."""
+    timer = node.create_timer(
+        period,
+        callback,
+        callback_group=MutuallyExclusiveCallbackGroup(),
+        clock=Clock(clock_type=ClockType.STEADY_TIME),
+    )
+    timer.cancel()
+    return timer
 
 
 @dataclass(eq=False)
@@ -47,10 +66,7 @@ class TimedWaits:
         self._poll = poll
         self._waits: list[_Wait] = []
         self._lock = threading.Lock()
-        self._timer = node.create_timer(
-            period, self._tick, callback_group=MutuallyExclusiveCallbackGroup()
-        )
-        self._timer.cancel()  # runs only while requests wait
+        self._timer = steady_timer(node, period, self._tick)  # runs only while requests wait
 
     async def wait(self, until: float, ready: Callable[[], bool]) -> None:
         """Await ``ready()`` (checked under this object's lock: keep it short) or the wall-clock

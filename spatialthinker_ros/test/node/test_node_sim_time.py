@@ -8,7 +8,8 @@ ages are measured on ``/clock``, so the frames are fresh and answered in 3D, sta
 time. Switched to the wall clock at run time, the same frames are a year old and refused as
 such: the first test would fail if the node measured ages on the wall clock. Transforms are
 looked up at the frames' simulated stamps: the same object in odom and in base_link lies where
-the robot was then.
+the robot was then. While ``/clock`` stands still (a paused bag), a request's timed waits still
+end on time: they are measured on the wall clock, by timers on the steady clock.
 """
 
 from __future__ import annotations
@@ -63,7 +64,10 @@ def camera() -> Iterator[ScriptProcess]:
 @pytest.fixture(scope="module")
 def node(server, rig: Rig, camera: ScriptProcess, robot_origin: float) -> Iterator[Any]:
     rig.camera_on = False  # the rig is only the planner here: the camera is its own process
-    params = openai_params(server.base_url, {"model": "sim", "use_sim_time": True})
+    # Frames keep coming while /clock stands still (the last test): stamps ahead of the
+    # node's frozen time must not be refused as "in the future" before the wait is tested.
+    extra = {"model": "sim", "use_sim_time": True, "future_stamp_tolerance": 60.0}
+    params = openai_params(server.base_url, extra)
     with running_node(rig, params, remaps=REMAPS) as process:
         yield process
     rig.camera_on = True
@@ -140,3 +144,23 @@ def test_transforms_are_looked_up_at_the_simulated_stamps(node, rig: Rig, robot_
     for object_id, centre in in_odom.items():
         error = np.linalg.norm(centre - in_base[object_id] - truth)
         assert error < TOLERANCE_M, f"{object_id}: {error * 100:.1f} cm off in {ODOM}"
+
+
+def test_a_timed_wait_ends_while_simulated_time_stands_still(
+    node, rig: Rig, camera: ScriptProcess, robot_origin
+) -> None:
+    # A target frame TF never has: the request waits tf_timeout (0.2 s) for it, then answers
+    # in the camera frame. With /clock paused, a wait timed on simulated time never ends.
+    camera.set(sim_clock_paused=True)
+    try:
+        time.sleep(0.5)  # the last /clock has reached the node: its time stands still
+        request = Query.Request(
+            question="Where is the red box?", options=[], target_frame="no_such_frame"
+        )
+        response = rig.wait_future(rig.query_client.call_async(request), 20.0)
+    finally:
+        camera.set(sim_clock_paused=False)
+    assert response.success, response.message
+    warnings = [w for w in response.answer.warnings if w.startswith("no transform from")]
+    assert warnings and "no_such_frame" in warnings[0], response.answer.warnings
+    assert response.answer.scene_graph.header.frame_id == OPTICAL
