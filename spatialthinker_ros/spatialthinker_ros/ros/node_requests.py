@@ -143,6 +143,9 @@ class RequestStarting:
                 return error
 
         tasks = [self.executor.create_task(prepare(inputs)) for inputs in chosen]
+        for task in tasks:
+            # The executor resumes this coroutine when woken, not when a task of it ends.
+            task.add_done_callback(lambda _task: self._wake_executor())
         self._wake_executor()  # the executor's wait in progress does not know the tasks yet
         results = [await task for task in tasks]
         for result in results:
