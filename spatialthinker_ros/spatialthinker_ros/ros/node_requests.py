@@ -57,7 +57,6 @@ class RequestStarting:
     _on_progress: Any
     _state_label: Any
     get_clock: Any
-    executor: Any
 
     async def _start_request(
         self,
@@ -115,7 +114,14 @@ class RequestStarting:
             question, options, int(self._param("max_question_chars"))
         )
         max_frame_age, timeout = self._request_limits(max_frame_age, timeout)
-        prepared = await self._prepare_all(chosen, max_frame_age, target_frame)
+        prepared: list[tuple[str, _Prepared | str]] = []
+        for inputs in chosen:
+            try:
+                prepared.append(
+                    (inputs.name, await self._prepare(inputs, max_frame_age, target_frame))
+                )
+            except RequestRejected as error:
+                prepared.append((inputs.name, str(error)))
         pipeline = self._active_pipeline()
         outcomes = []
         with pipeline.together():
@@ -126,32 +132,6 @@ class RequestStarting:
                     pending = self._submit(item, question, options, timeout, Priority.QUERY, source)
                     outcomes.append(CameraOutcome(name, pending=pending))
         return outcomes
-
-    async def _prepare_all(
-        self, chosen: Sequence[CameraInputs], max_frame_age: float, target_frame: str
-    ) -> list[tuple[str, _Prepared | str]]:
-        """Each camera's frames and transforms, or why it has none: their waits (late depth,
-        TF) overlap, so the slowest camera, not their sum, decides when all are ready."""
-
-        async def prepare(inputs: CameraInputs) -> _Prepared | str | Exception:
-            # Nothing may leave a task: the executor would raise it and end the node.
-            try:
-                return await self._prepare(inputs, max_frame_age, target_frame)
-            except RequestRejected as error:
-                return str(error)
-            except Exception as error:  # re-raised below, where the call's handler sees it
-                return error
-
-        tasks = [self.executor.create_task(prepare(inputs)) for inputs in chosen]
-        for task in tasks:
-            # The executor resumes this coroutine when woken, not when a task of it ends.
-            task.add_done_callback(lambda _task: self._wake_executor())
-        self._wake_executor()  # the executor's wait in progress does not know the tasks yet
-        results = [await task for task in tasks]
-        for result in results:
-            if isinstance(result, Exception):
-                raise result
-        return [(inputs.name, result) for inputs, result in zip(chosen, results, strict=True)]
 
     def _request_limits(self, max_frame_age: float, timeout: float) -> tuple[float, float]:
         """A request's frame age and deadline: 0 (and NaN) mean "the node's default"; a
