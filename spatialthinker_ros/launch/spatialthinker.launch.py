@@ -68,23 +68,18 @@ def camera_names(text: str) -> list[str]:
     return names
 
 
-def camera_remappings(names: list[str], patterns: dict[str, str]) -> list[tuple[str, str]]:
-    """Each camera's input names remapped to its topics (``{camera}`` in ``patterns``, keyed as
-    :data:`CAMERA_TOPIC_ARGUMENTS`, replaced by its name), transports included: ROS 2 remaps
-    whole names, so ``image`` does not carry ``image/compressed`` along."""
-    remaps = []
-    for name in names:
-        image = patterns["cameras_image_topic"].replace("{camera}", name)
-        depth = patterns["cameras_depth_topic"].replace("{camera}", name)
-        info = patterns["cameras_info_topic"].replace("{camera}", name)
-        remaps += [
-            (f"{name}/image", image),
-            (f"{name}/image/compressed", f"{image}/compressed"),
-            (f"{name}/depth", depth),
-            (f"{name}/depth/compressedDepth", f"{depth}/compressedDepth"),
-            (f"{name}/camera_info", info),
-        ]
-    return remaps
+def input_remappings(camera: str, image: str, depth: str, info: str) -> list[tuple[str, str]]:
+    """The node's input names of ``camera`` ("" for the single camera) remapped to its colour,
+    depth and camera-info topics, transports included: ROS 2 remaps whole names, so ``image``
+    does not carry ``image/compressed`` along."""
+    prefix = f"{camera}/" if camera else ""
+    return [
+        (f"{prefix}image", image),
+        (f"{prefix}image/compressed", f"{image}/compressed"),
+        (f"{prefix}depth", depth),
+        (f"{prefix}depth/compressedDepth", f"{depth}/compressedDepth"),
+        (f"{prefix}camera_info", info),
+    ]
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -215,21 +210,18 @@ def generate_launch_description() -> LaunchDescription:
         target_frame = LaunchConfiguration("target_frame").perform(context)
         if target_frame:
             overrides["target_frame"] = ParameterValue(target_frame, value_type=str)
-        remappings = [
-            ("image", image_topic),
-            # Remapping 'image' does not touch 'image/compressed': ROS 2 remaps whole names.
-            ("image/compressed", [image_topic, "/compressed"]),
-            ("depth", depth_topic),
-            ("depth/compressedDepth", [depth_topic, "/compressedDepth"]),
-            ("camera_info", camera_info_topic),
-        ]
+        remappings = input_remappings(
+            "", *(topic.perform(context) for topic in (image_topic, depth_topic, camera_info_topic))
+        )
         if names:
             # (An empty list cannot be passed: ROS 2's parameter YAML refuses it.)
             overrides["cameras"] = names
-            patterns = {
-                name: LaunchConfiguration(name).perform(context) for name in CAMERA_TOPIC_ARGUMENTS
-            }
-            remappings += camera_remappings(names, patterns)
+            patterns = [
+                LaunchConfiguration(name).perform(context) for name in CAMERA_TOPIC_ARGUMENTS
+            ]
+            for name in names:
+                topics = (pattern.replace("{camera}", name) for pattern in patterns)
+                remappings += input_remappings(name, *topics)
         node = LifecycleNode(
             package=PACKAGE,
             executable="spatialthinker_node",

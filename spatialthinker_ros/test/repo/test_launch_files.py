@@ -346,13 +346,14 @@ def test_node_wiring(description) -> None:
         },
     ]
     remaps = dict(kwargs["remappings"])
+    image, depth = EXPECTED_ARGUMENTS["image_topic"], EXPECTED_ARGUMENTS["depth_topic"]
     assert remaps == {
-        "image": _config("image_topic"),
-        "depth": _config("depth_topic"),
-        "camera_info": _config("camera_info_topic"),
+        "image": image,
+        "depth": depth,
+        "camera_info": EXPECTED_ARGUMENTS["camera_info_topic"],
         # Transports have names of their own (ROS 2 remaps whole names).
-        "image/compressed": [_config("image_topic"), "/compressed"],
-        "depth/compressedDepth": [_config("depth_topic"), "/compressedDepth"],
+        "image/compressed": f"{image}/compressed",
+        "depth/compressedDepth": f"{depth}/compressedDepth",
     }
     assert kwargs["output"] == "screen"
     assert kwargs["emulate_tty"] is True
@@ -389,8 +390,11 @@ def test_cameras_argument_sets_the_list_and_remaps_every_camera_s_inputs(
         assert remaps[f"{camera}/camera_info"] == f"/{camera}/color/camera_info"
 
 
-def test_cameras_topic_patterns_are_arguments(tmp_path: Path) -> None:
+def test_topics_and_cameras_topic_patterns_are_arguments(tmp_path: Path) -> None:
     arguments = {
+        "image_topic": "/robot/rgb/image",
+        "depth_topic": "/robot/depth/image",
+        "camera_info_topic": "/robot/rgb/info",
         "cameras": "head",
         "cameras_image_topic": "/robot/{camera}_rgb/image",
         "cameras_depth_topic": "/robot/{camera}_depth/image",
@@ -401,6 +405,11 @@ def test_cameras_topic_patterns_are_arguments(tmp_path: Path) -> None:
     assert remaps["head/image"] == "/robot/head_rgb/image"
     assert remaps["head/depth"] == "/robot/head_depth/image"
     assert remaps["head/camera_info"] == "/robot/head_rgb/info"
+    # The single camera's topics are arguments too, its transports following them.
+    assert remaps["image"] == "/robot/rgb/image"
+    assert remaps["image/compressed"] == "/robot/rgb/image/compressed"
+    assert remaps["depth/compressedDepth"] == "/robot/depth/image/compressedDepth"
+    assert remaps["camera_info"] == "/robot/rgb/info"
 
 
 def test_without_cameras_the_params_file_keeps_its_list(description) -> None:
