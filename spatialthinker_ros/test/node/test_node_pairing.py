@@ -58,6 +58,11 @@ def node(server, rig, camera):
     rig.camera_on = False  # the rig is only the planner here: the camera is its own process
     extra = {"model": "pairing", "max_queue_size": 64, "sync_slop": SYNC_SLOP}
     with running_node(rig, openai_params(server.base_url, extra), remaps=REMAPS) as process:
+        # The camera process's frames must have reached the node before the cases count calls
+        # (its discovery can take seconds on a loaded machine): asked until one is answered.
+        deadline = time.monotonic() + 30.0
+        while not rig.query(wait=60.0).success and time.monotonic() < deadline:
+            time.sleep(0.5)
         yield process
     rig.camera_on = True
 
